@@ -1,0 +1,79 @@
+"""The single `crossdistill` command.
+
+Lightning's own subcommands (`fit`, `validate`, `test`, `predict`) go to LightningCLI, with
+models and datamodules chosen by `class_path` in YAML. The project's subcommands are listed in
+`PROJECT_COMMANDS` as `module:function` strings and imported only when called, so that
+`crossdistill synthetic` does not pay for importing Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+LIGHTNING_COMMANDS: dict[str, str] = {
+    "fit": "train a model (teacher or distilled student)",
+    "validate": "run one validation pass",
+    "test": "evaluate on the test subset and write predictions",
+    "predict": "write predictions for a subset",
+}
+
+# name -> ("module:function", one-line help). Each function takes argv (without the name)
+# and returns an exit status.
+PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
+    "synthetic": (
+        "datamodules.synthetic.cli:main",
+        "generate the synthetic multimodal benchmark on disk",
+    ),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in [*LIGHTNING_COMMANDS, *PROJECT_COMMANDS])
+    lines = ["usage: crossdistill COMMAND [options]   (crossdistill COMMAND --help)", ""]
+    lines.append("Lightning commands:")
+    lines += [f"  {name:<{width}}  {text}" for name, text in LIGHTNING_COMMANDS.items()]
+    lines.append("")
+    lines.append("Project commands:")
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in PROJECT_COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _load(target: str) -> Callable[[list[str]], int]:
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def run_lightning(argv: list[str]) -> None:
+    """Run LightningCLI with models and datamodules chosen by class path."""
+    from pytorch_lightning import LightningDataModule, LightningModule
+    from pytorch_lightning.cli import LightningCLI
+
+    LightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=argv,
+        auto_configure_optimizers=False,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    command, rest = args[0], args[1:]
+    if command in PROJECT_COMMANDS:
+        return int(_load(PROJECT_COMMANDS[command][0])(rest) or 0)
+    if command in LIGHTNING_COMMANDS:
+        run_lightning(args)
+        return 0
+    print(f"crossdistill: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
