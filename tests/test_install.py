@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import sys
+from pathlib import Path
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")
 
 
 def test_console_script_lists_commands() -> None:
-    exe = shutil.which("crossdistill")
-    assert exe is not None, "the console script is not installed: run `make install`"
-    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    assert CONSOLE_SCRIPT.exists(), "the console script is not installed: run `make install`"
+    out = subprocess.run([CONSOLE_SCRIPT, "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("fit", "validate", "test", "predict", "synthetic"):
         assert f"  {command}" in out
 
 
 def test_unknown_command_fails_with_usage() -> None:
-    result = subprocess.run(["crossdistill", "no-such-command"], capture_output=True, text=True)
+    result = subprocess.run([CONSOLE_SCRIPT, "no-such-command"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "unknown command 'no-such-command'" in result.stderr
