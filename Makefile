@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-DEMO_DIR ?= outputs/demo
 
 .PHONY: install demo test lint format clean
 
@@ -17,7 +16,6 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	$(BIN)/crossdistill synthetic --out data/synthetic
-	@echo "Synthetic benchmark: data/synthetic (summary: data/synthetic/summary.md)"
 
 test: install
 	$(BIN)/python -m pytest

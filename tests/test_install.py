@@ -11,7 +11,9 @@ CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")
 
 def test_console_script_lists_commands() -> None:
     assert CONSOLE_SCRIPT.exists(), "the console script is not installed: run `make install`"
-    out = subprocess.run([CONSOLE_SCRIPT, "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [CONSOLE_SCRIPT, "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for command in ("fit", "validate", "test", "predict", "synthetic"):
         assert f"  {command}" in out
 
