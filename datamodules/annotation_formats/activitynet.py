@@ -1,0 +1,187 @@
+"""ActivityNet v1.3 JSON, and the files that share its layout.
+
+Three files use this layout: ActivityNet v1.3 itself; THUMOS14 and MultiTHUMOS as ActionFormer
+and other TAD toolkits write them (subsets `Validation`/`Test`, plus per-video `fps` and
+per-segment `label_id` and `segment(frames)`); and the synthetic benchmark's
+`annotations/activitynet.json` (plus a top-level `classes` list and per-video `fps`).
+Predictions in the ActivityNet results format are read by `read_activitynet_results`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from datamodules.annotation_formats.common import (
+    Vocabulary,
+    annotation_error,
+    as_int,
+    check_span,
+    load_json,
+    number,
+    sorted_segments,
+)
+from datamodules.annotations import AnnotationSet, Segment, VideoRecord
+
+_FIX_PATH = (
+    "check the path: ActivityNet, THUMOS14 and the synthetic benchmark keep it in annotations/"
+)
+
+
+def read_activitynet(path: str | Path) -> AnnotationSet:
+    """Read an ActivityNet-style `{"database": {video: {subset, duration, annotations}}}` file.
+
+    The vocabulary is, of the following, the first the file has: a top-level `classes` list (the
+    synthetic benchmark's); the leaf names of `taxonomy`, sorted; the labels ordered by their
+    `label_id` (ActionFormer files, so class indices match theirs); the sorted labels used.
+    Zero-length and duplicated segments (ActivityNet v1.3 has 12 and 47) are kept as they are:
+    the evaluator decides what they count for. Video ids are kept as written (v1.3: no `v_`).
+    """
+    path = Path(path)
+    data = load_json(path, "ActivityNet-style annotation file", _FIX_PATH)
+    database = data.get("database") if isinstance(data, dict) else None
+    if not isinstance(database, dict):
+        raise annotation_error(
+            path,
+            'no top-level "database" object',
+            'give a file laid out as {"database": {video_id: {...}}}; prediction files are read by '
+            "read_activitynet_results",
+        )
+    label_ids: set[tuple[str, int | None]] = set()
+    records = {
+        str(vid): _record(path, str(vid), entry, label_ids) for vid, entry in database.items()
+    }
+    vocabulary = _vocabulary(path, data, label_ids)
+    vocabulary.check_records(path, records.values())
+    return AnnotationSet(vocabulary.names, records, path)
+
+
+def read_activitynet_results(
+    path: str | Path, classes: Sequence[str] | None = None
+) -> AnnotationSet:
+    """Read predictions in the ActivityNet results format `{"results": {video: [{label, score,
+    segment}]}}`, as scored segments, so predictions written by any tool can be evaluated again.
+
+    The format has no subsets or durations: every record is in subset `results`, duration None.
+    Pass the ground truth's `classes` to make a predicted label outside them an error.
+    """
+    path = Path(path)
+    data = load_json(path, "ActivityNet results file", "check the path of the predictions")
+    results = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(results, dict):
+        raise annotation_error(
+            path,
+            'no top-level "results" object',
+            'give a file laid out as {"results": {video_id: [...]}}; annotation files are read by '
+            "read_activitynet",
+        )
+    records = {
+        str(vid): VideoRecord(str(vid), "results", None, _predictions(path, str(vid), predictions))
+        for vid, predictions in results.items()
+    }
+    if classes is None:
+        used = {s.label for record in records.values() for s in record.segments}
+        vocabulary = Vocabulary(sorted(used), f"the labels used in {path.name}")
+    else:
+        vocabulary = Vocabulary(classes, "the classes given to read_activitynet_results")
+    vocabulary.check_records(path, records.values())
+    return AnnotationSet(vocabulary.names, records, path)
+
+
+def _record(
+    path: Path, vid: str, entry: Any, label_ids: set[tuple[str, int | None]]
+) -> VideoRecord:
+    """One video; collects each label with its `label_id` (None where the file has none)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("subset"), str):
+        raise annotation_error(
+            path, 'entry has no "subset" string', "give every video a subset", video=vid
+        )
+    annotations = entry.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise annotation_error(
+            path, '"annotations" is not a list', "give the video a list of annotations", video=vid
+        )
+    segments = []
+    for annotation in annotations:
+        segment = _segment(path, vid, annotation)
+        label_ids.add((segment.label, as_int(annotation.get("label_id"))))
+        segments.append(segment)
+    duration = entry.get("duration")
+    fps = entry.get("fps")
+    return VideoRecord(
+        video_id=vid,
+        subset=entry["subset"],
+        duration=None if duration is None else number(duration, path, "duration", video=vid),
+        segments=sorted_segments(segments),
+        fps=None if fps is None else number(fps, path, "fps", video=vid),
+    )
+
+
+def _segment(path: Path, vid: str, annotation: Any) -> Segment:
+    """A `{"segment": [start, end], "label": ...}` object as a Segment, bounds checked."""
+    bounds = annotation.get("segment") if isinstance(annotation, dict) else None
+    label = annotation.get("label") if isinstance(annotation, dict) else None
+    if not isinstance(bounds, list) or len(bounds) != 2 or not isinstance(label, str):
+        raise annotation_error(
+            path,
+            f"annotation {annotation!r} is not {{'segment': [start, end], 'label': name}}",
+            "correct the annotation",
+            video=vid,
+        )
+    start = number(bounds[0], path, "segment start", video=vid)
+    end = number(bounds[1], path, "segment end", video=vid)
+    check_span(start, end, "s", path, video=vid)
+    return Segment(label, start, end)
+
+
+def _predictions(path: Path, vid: str, predictions: Any) -> tuple[Segment, ...]:
+    if not isinstance(predictions, list):
+        raise annotation_error(
+            path, "predictions are not a list", "give each video a list of predictions", video=vid
+        )
+    return sorted_segments(
+        replace(_segment(path, vid, p), score=number(p.get("score"), path, "score", video=vid))
+        for p in predictions
+    )
+
+
+def _vocabulary(path: Path, data: dict, label_ids: set[tuple[str, int | None]]) -> Vocabulary:
+    """The file's vocabulary, by the precedence `read_activitynet` documents."""
+    if "classes" in data:
+        classes = data["classes"]
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise annotation_error(
+                path, '"classes" is not a list of names', "write the class names as strings"
+            )
+        return Vocabulary(classes, f'the "classes" list of {path.name}')
+    leaves = _taxonomy_leaves(data.get("taxonomy") or [])
+    if leaves:
+        return Vocabulary(sorted(leaves), f"the taxonomy of {path.name}")
+    if label_ids and all(label_id is not None for _, label_id in label_ids):
+        return _label_id_vocabulary(path, label_ids)  # type: ignore[arg-type]
+    return Vocabulary(sorted({label for label, _ in label_ids}), f"the labels used in {path.name}")
+
+
+def _taxonomy_leaves(taxonomy: list[dict]) -> set[str]:
+    """Names of the taxonomy nodes that are no other node's parent (the 200 activities)."""
+    parents = {node.get("parentId") for node in taxonomy}
+    return {node["nodeName"] for node in taxonomy if node.get("nodeId") not in parents}
+
+
+def _label_id_vocabulary(path: Path, label_ids: set[tuple[str, int]]) -> Vocabulary:
+    """Labels in `label_id` order; the ids must name one label each and count 0, 1, 2, ..."""
+    by_id: dict[int, set[str]] = {}
+    for label, label_id in label_ids:
+        by_id.setdefault(label_id, set()).add(label)
+    fix = 'add a top-level "classes" list naming the classes in label_id order'
+    clashes = {label_id: sorted(labels) for label_id, labels in by_id.items() if len(labels) > 1}
+    if clashes:
+        raise annotation_error(path, f"a label_id names several labels: {clashes}", fix)
+    missing = sorted(set(range(len(by_id))) - set(by_id))
+    if missing:
+        raise annotation_error(path, f"label_id skips {missing}, so no label names them", fix)
+    return Vocabulary(
+        (by_id[label_id].pop() for label_id in sorted(by_id)), f"the label_id values of {path.name}"
+    )
