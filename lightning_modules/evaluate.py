@@ -1,0 +1,358 @@
+"""`crossdistill evaluate`: score prediction files, from this or any other tool, against ground
+truth. Prints one JSON object to stdout; every score is a fraction in [0, 1].
+
+    crossdistill evaluate segments --ground-truth GT.json --predictions PRED.json
+                                   [--subset NAME] [--tiou T ...]
+    crossdistill evaluate frames --ground-truth GT.json --predictions SCORES.npz [--subset NAME]
+    crossdistill evaluate clips --predictions CLIPS.json
+
+Unknown videos, labels and classes, malformed segments (end before start, negative times) and
+NaN scores are errors that name the entry; the exit status is then 1.
+
+ground truth (segments, frames): the ActivityNet layout, times in seconds,
+  {"database": {VIDEO: {"subset", "duration", "annotations": [{"segment": [s, e], "label"}]}}}
+  with the classes from "taxonomy" (or the labels used; see datamodules read_activitynet).
+  Without --subset every video of the file is evaluated.
+
+segments: predictions in the ActivityNet results layout,
+  {"results": {VIDEO: [{"label", "score", "segment": [s, e]}]}}
+  Detection mAP at each tIoU threshold (default ActivityNet's 0.5:0.05:0.95; THUMOS14 uses
+  0.3 0.4 0.5 0.6 0.7); see lightning_modules/metrics/segment_map.py. Evaluated videos without
+  predictions count as missed. Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ...}.
+
+frames: an npz holding a (T, K) score array per video id and a `classes` array naming the K
+  columns (labels of the ground truth). Row i stands for time (i + 0.5) * duration / T and is
+  positive for a class when that time lies in [start, end] of one of its segments. Every
+  evaluated video needs scores, and every class with ground truth a column.
+  Prints {"frame_mAP": ..., "frame_mAP_all": ...} (classes with a positive / all columns).
+
+clips: one JSON file with the predictions and labels of trimmed clips,
+  {"scores": "logits" | "probabilities",
+   "heads": {HEAD: [class names, in score order], ...},
+   "clips": {CLIP: {HEAD: {"label": name, "scores": [K numbers]}, ...}, ...}}
+  One head (e.g. "action" with Something-Something's 174 templates) or several
+  (EPIC-KITCHENS: "verb" and "noun"). Logits go through a softmax for the calibration error;
+  probabilities must sum to 1. Prints {HEAD: {"top1", "top5", "ece"}, ...}, and with heads
+  "verb" and "noun" also {"action": {"top1"}} (verb and noun both right). Ties count as wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datamodules.annotations import (
+    AnnotationSet,
+    Segment,
+    VideoRecord,
+    read_activitynet,
+    read_activitynet_results,
+)
+from lightning_modules.metrics.accuracy import action_accuracy, topk_accuracy
+from lightning_modules.metrics.calibration import expected_calibration_error
+from lightning_modules.metrics.frame_map import frame_map
+from lightning_modules.metrics.samples import sample_order
+from lightning_modules.metrics.segment_map import (
+    ACTIVITYNET_TIOUS,
+    segment_average_precision,
+    summarize,
+)
+
+
+class EvaluationError(ValueError):
+    """Prediction or ground-truth content that cannot be scored; the message names the entry."""
+
+
+def evaluate_segments(
+    ground_truth: Path, predictions: Path, subset: str | None, tious: Sequence[float]
+) -> dict[str, Any]:
+    """Detection mAP of an ActivityNet results file."""
+    if len({f"{t:g}" for t in tious}) != len(tious):
+        raise EvaluationError(f"--tiou names a threshold twice: {list(tious)}")
+    full = read_activitynet(ground_truth)
+    truth = _subset(full, subset)
+    results = read_activitynet_results(predictions, classes=full.classes)
+    # videos numbered as SegmentMAP numbers them, so that ties in score fall the same way
+    video_index = dict(zip(truth.records, sample_order(list(truth.records)).tolist(), strict=True))
+    class_index = {name: i for i, name in enumerate(full.classes)}
+    for record in truth.records.values():
+        _check_times(record.segments, ground_truth, record.video_id)
+    for video, record in results.records.items():
+        _check_video(video, truth, full, subset, predictions)
+        _check_times(record.segments, predictions, video)
+
+    gt = _segment_table(truth.records.values(), video_index, class_index)
+    if not len(gt["label"]):
+        raise EvaluationError(f"{ground_truth}: no ground-truth segments to score against")
+    pred = _segment_table(results.records.values(), video_index, class_index)
+    ap = segment_average_precision(
+        pred_video=pred["video"],
+        pred_label=pred["label"],
+        pred_segments=pred["segments"],
+        pred_scores=pred["scores"],
+        gt_video=gt["video"],
+        gt_label=gt["label"],
+        gt_segments=gt["segments"],
+        num_classes=len(full.classes),
+        tious=tious,
+    )
+    return summarize(ap, tious)
+
+
+def _segment_table(
+    records: Iterable[VideoRecord], video_index: dict[str, int], class_index: dict[str, int]
+) -> dict[str, np.ndarray]:
+    """The segments of records as arrays: video and class indices, bounds, scores (NaN if none)."""
+    video, label, bounds, scores = [], [], [], []
+    for record in records:
+        for segment in record.segments:
+            video.append(video_index[record.video_id])
+            label.append(class_index[segment.label])
+            bounds.append((segment.start, segment.end))
+            scores.append(np.nan if segment.score is None else segment.score)
+    return {
+        "video": np.array(video, dtype=np.int64),
+        "label": np.array(label, dtype=np.int64),
+        "segments": np.array(bounds, dtype=np.float64).reshape(-1, 2),
+        "scores": np.array(scores, dtype=np.float64),
+    }
+
+
+def evaluate_frames(ground_truth: Path, predictions: Path, subset: str | None) -> dict[str, float]:
+    """Per-frame mAP of per-video dense scores."""
+    full = read_activitynet(ground_truth)
+    truth = _subset(full, subset)
+    with np.load(predictions, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    if "classes" not in arrays:
+        raise EvaluationError(f"{predictions}: no `classes` array naming the score columns")
+    columns = [str(name) for name in arrays.pop("classes").reshape(-1)]
+    for name in columns:
+        if name not in full.classes:
+            raise EvaluationError(
+                f"{predictions}: class {name!r} in `classes` is not a label of {ground_truth}"
+            )
+    if len(set(columns)) != len(columns):
+        raise EvaluationError(f"{predictions}: `classes` names a class twice")
+    column = {name: i for i, name in enumerate(columns)}
+    for video in arrays:
+        _check_video(video, truth, full, subset, predictions)
+    missing = [video for video in truth.records if video not in arrays]
+    if missing:
+        raise EvaluationError(
+            f"{predictions}: no scores for {len(missing)} video(s) of the evaluated ground truth, "
+            f"e.g. {missing[:3]}"
+        )
+
+    scores, targets = [], []
+    for video, record in truth.records.items():
+        video_scores = arrays[video]
+        if video_scores.ndim != 2 or video_scores.shape[1] != len(columns) or not len(video_scores):
+            raise EvaluationError(
+                f"{predictions}: video {video!r}: scores have shape {video_scores.shape}, "
+                f"expected (T, {len(columns)}) with T >= 1"
+            )
+        if np.isnan(video_scores).any():
+            row = int(np.argwhere(np.isnan(video_scores))[0, 0])
+            raise EvaluationError(f"{predictions}: video {video!r}: NaN score in row {row}")
+        if record.duration is None:
+            raise EvaluationError(f"{ground_truth}: video {video!r} has no duration")
+        _check_times(record.segments, ground_truth, video)
+        steps = len(video_scores)
+        times = (np.arange(steps) + 0.5) * record.duration / steps
+        positive = np.zeros(video_scores.shape, dtype=bool)
+        for segment in record.segments:
+            if segment.label not in column:
+                raise EvaluationError(
+                    f"{predictions}: class {segment.label!r} has ground truth in video "
+                    f"{video!r} but no column in `classes`"
+                )
+            positive[(times >= segment.start) & (times <= segment.end), column[segment.label]] = (
+                True
+            )
+        scores.append(video_scores)
+        targets.append(positive)
+    targets_all = np.concatenate(targets)
+    if not targets_all.any():
+        raise EvaluationError(f"{ground_truth}: no frame lies inside any ground-truth segment")
+    return frame_map(np.concatenate(scores), targets_all)
+
+
+def evaluate_clips(predictions: Path) -> dict[str, dict[str, float]]:
+    """Top-1/top-5 accuracy and calibration error of each recognition head."""
+    data = _load_json(predictions)
+    kind, heads, clips = (data.get(key) for key in ("scores", "heads", "clips"))
+    if kind not in ("logits", "probabilities"):
+        raise EvaluationError(f'{predictions}: "scores" must be "logits" or "probabilities"')
+    if not isinstance(heads, dict) or not heads or not isinstance(clips, dict) or not clips:
+        raise EvaluationError(f'{predictions}: needs non-empty "heads" and "clips" objects')
+    if {"verb", "noun"} <= set(heads) and "action" in heads:
+        raise EvaluationError(f'{predictions}: "action" is reported from verb and noun')
+
+    arrays = {
+        head: _head_arrays(predictions, head, classes, clips, kind)
+        for head, classes in heads.items()
+    }
+    result: dict[str, dict[str, float]] = {}
+    for head, (probs, labels) in arrays.items():
+        result[head] = {
+            **topk_accuracy(probs, labels),
+            "ece": expected_calibration_error(probs, labels),
+        }
+    if {"verb", "noun"} <= set(arrays):
+        result["action"] = {"top1": action_accuracy(*arrays["verb"], *arrays["noun"])}
+    return result
+
+
+def _head_arrays(
+    path: Path, head: str, classes: Any, clips: dict, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities `(N, K)` and label indices `(N,)` of one head, every entry checked."""
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise EvaluationError(f"{path}: head {head!r}: classes must be a list of names")
+    index = {name: i for i, name in enumerate(classes)}
+    scores = np.zeros((len(clips), len(classes)))
+    labels = np.zeros(len(clips), dtype=np.int64)
+    for row, (clip, entry) in enumerate(clips.items()):
+        where = f"{path}: clip {clip!r}, head {head!r}"
+        item = entry.get(head) if isinstance(entry, dict) else None
+        if not isinstance(item, dict):
+            raise EvaluationError(f'{where}: missing {{"label", "scores"}}')
+        if item.get("label") not in index:
+            raise EvaluationError(
+                f"{where}: label {item.get('label')!r} is not a class of the head"
+            )
+        labels[row] = index[item["label"]]
+        values = item.get("scores")
+        if not isinstance(values, list) or len(values) != len(classes):
+            raise EvaluationError(f"{where}: scores must be a list of {len(classes)} numbers")
+        try:
+            scores[row] = values
+        except (TypeError, ValueError):
+            raise EvaluationError(f"{where}: scores must be numbers") from None
+        if np.isnan(scores[row]).any():
+            raise EvaluationError(
+                f"{where}: NaN score for class {classes[int(np.argmax(np.isnan(scores[row])))]!r}"
+            )
+    if kind == "logits":
+        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True), labels
+    bad = (scores < 0).any(axis=1) | ~np.isclose(scores.sum(axis=1), 1.0, atol=1e-3)
+    if bad.any():
+        clip = list(clips)[int(np.argmax(bad))]
+        raise EvaluationError(
+            f"{path}: clip {clip!r}, head {head!r}: probabilities must be >= 0 and sum to 1"
+        )
+    return scores, labels
+
+
+def _subset(annotations: AnnotationSet, subset: str | None) -> AnnotationSet:
+    return annotations if subset is None else annotations.subset(subset)
+
+
+def _check_video(
+    video: str, truth: AnnotationSet, full: AnnotationSet, subset: str | None, path: Path
+) -> None:
+    """A predicted video must be one of the evaluated ground truth."""
+    if video in truth.records:
+        return
+    if video in full.records:
+        raise EvaluationError(
+            f"{path}: video {video!r} is in subset {full.records[video].subset!r}, "
+            f"not in the evaluated subset {subset!r}"
+        )
+    hint = ""
+    if video.startswith("v_") and video[2:] in full.records:
+        hint = f" (the ground truth writes it {video[2:]!r}, without the v_ prefix)"
+    raise EvaluationError(f"{path}: video {video!r} is not in {full.source}{hint}")
+
+
+def _check_times(segments: Iterable[Segment], path: Path, video: str) -> None:
+    """The readers reject ends before starts; a negative start is ours to reject."""
+    for segment in segments:
+        if segment.start < 0:
+            raise EvaluationError(
+                f"{path}: video {video!r}: segment [{segment.start:g}, {segment.end:g}] "
+                f"({segment.label!r}) starts at a negative time"
+            )
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        with path.open(encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise EvaluationError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(data, dict):
+        raise EvaluationError(f"{path}: expected a JSON object")
+    return data
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crossdistill evaluate",
+        description="Score prediction files against ground truth; prints one JSON object.",
+        epilog=_section("ground truth"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    subcommands = {
+        "segments": "detection mAP at tIoU thresholds",
+        "frames": "per-frame mAP of dense scores",
+        "clips": "top-1/top-5 accuracy and calibration error of clip recognition",
+    }
+    sub = {
+        name: commands.add_parser(
+            name,
+            help=text,
+            description=_section(name),
+            epilog=_section("ground truth") if name != "clips" else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        for name, text in subcommands.items()
+    }
+    for name, metavar in (("segments", "PRED.json"), ("frames", "SCORES.npz")):
+        sub[name].add_argument("--ground-truth", type=Path, required=True, metavar="GT.json")
+        sub[name].add_argument("--predictions", type=Path, required=True, metavar=metavar)
+        sub[name].add_argument("--subset", help="evaluate this subset only (default: all)")
+    sub["segments"].add_argument(
+        "--tiou",
+        type=float,
+        nargs="+",
+        default=list(ACTIVITYNET_TIOUS),
+        metavar="T",
+        help="tIoU thresholds (default: 0.5 0.55 ... 0.95)",
+    )
+    sub["clips"].add_argument("--predictions", type=Path, required=True, metavar="CLIPS.json")
+    return parser
+
+
+def _section(name: str) -> str:
+    """The paragraph of this module's docstring on `name`, for --help."""
+    return next((p for p in (__doc__ or "").split("\n\n") if p.startswith(name)), "")
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "segments":
+            result = evaluate_segments(args.ground_truth, args.predictions, args.subset, args.tiou)
+        elif args.command == "frames":
+            result = evaluate_frames(args.ground_truth, args.predictions, args.subset)
+        else:
+            result = evaluate_clips(args.predictions)
+    except (ValueError, FileNotFoundError) as err:  # EvaluationError, AnnotationError, bad --subset
+        print(f"crossdistill evaluate {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, allow_nan=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,86 @@
+"""Per-frame mAP for dense multi-label detection (Charades, TSU, MultiTHUMOS protocol).
+
+All valid steps of all videos are pooled; each class gets the non-interpolated average precision
+of scikit-learn (precision at each distinct score, weighted by the recall it adds; tied scores
+form one threshold). Two means are reported because the literature uses both: over classes with
+at least one positive step (`frame_mAP`, what the authors' scripts print) and over all classes
+with empty ones counted as 0 (`frame_mAP_all`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_modules.metrics.samples import SampleIds, SampleMetric
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-class AP of `(N, K)` scores against `(N, K)` binary targets; NaN without positives."""
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets).astype(bool)
+    if scores.ndim != 2 or scores.shape != targets.shape:
+        raise ValueError(f"scores {scores.shape} and targets {targets.shape} must be equal (N, K)")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    ap = np.full(scores.shape[1], np.nan)
+    for k in range(scores.shape[1]):
+        positives = targets[:, k].sum()
+        if positives == 0:
+            continue
+        order = np.argsort(-scores[:, k], kind="stable")
+        sorted_scores, hits = scores[order, k], targets[order, k]
+        # the last index of each run of equal scores is one threshold
+        last = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
+        true_pos = np.cumsum(hits)[last]
+        precision = true_pos / (last + 1)
+        recall_gain = np.diff(true_pos, prepend=0) / positives
+        ap[k] = float(np.sum(recall_gain * precision))
+    return ap
+
+
+def frame_map(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """`frame_mAP` (classes with a positive) and `frame_mAP_all` (every class, empty ones 0)."""
+    ap = average_precision(scores, targets)
+    present = ~np.isnan(ap)
+    return {
+        "frame_mAP": float(ap[present].mean()) if present.any() else float("nan"),
+        "frame_mAP_all": float(np.where(present, ap, 0.0).mean()) if len(ap) else float("nan"),
+    }
+
+
+class FrameMAP(SampleMetric):
+    """Per-frame mAP over the valid steps of all videos, each video counted once under DDP."""
+
+    def __init__(self, num_classes: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.add_table(
+            "frames",
+            scores=(torch.float32, (num_classes,)),
+            targets=(torch.bool, (num_classes,)),
+        )
+
+    def update(self, scores: Tensor, targets: Tensor, mask: Tensor, video_ids: SampleIds) -> None:
+        """Add a batch: scores and targets `(B, K, T)`, mask `(B, T)` true at valid steps.
+
+        Scores may be logits or probabilities (AP only depends on their order). A video cut
+        into several windows needs one id per window, e.g. `f"{video}@{t0}"`.
+        """
+        if scores.ndim != 3 or scores.shape != targets.shape:
+            raise ValueError(f"scores {tuple(scores.shape)}, targets {tuple(targets.shape)}")
+        if mask.shape != (scores.shape[0], scores.shape[2]):
+            raise ValueError(f"mask {tuple(mask.shape)} does not match scores (B, K, T)")
+        batch, step = torch.nonzero(mask.bool(), as_tuple=True)
+        columns = {
+            "scores": scores.detach().transpose(1, 2)[batch, step],
+            "targets": targets.transpose(1, 2)[batch, step].bool(),
+        }
+        self.append(video_ids, {"frames": (batch, columns)})
+
+    def compute(self) -> dict[str, Tensor]:
+        _, tables = self.rows()
+        _, frames = tables["frames"]
+        result = frame_map(frames["scores"], frames["targets"])
+        return {name: torch.tensor(value, dtype=torch.float64) for name, value in result.items()}

@@ -1,0 +1,106 @@
+"""From model outputs to scored segments: dense scores to segments, and (soft-)NMS.
+
+Times are in seconds on the sample's grid: step i covers `[offset + i * stride,
+offset + (i + 1) * stride)`. Everything works on one video's tensors, on any device, with
+tensor operations over all classes and candidates at once; the only Python loop is the greedy
+selection of NMS, one iteration per kept segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Detections(NamedTuple):
+    """Scored, labelled segments of one video."""
+
+    segments: Tensor  # (N, 2) start, end in seconds
+    scores: Tensor  # (N,)
+    labels: Tensor  # (N,) int64
+
+
+def dense_to_segments(
+    scores: Tensor, threshold: float, stride: float, offset: float = 0.0
+) -> Detections:
+    """Each maximal run of steps where a class scores at least `threshold` becomes a segment.
+
+    `scores` is `(K, T)` (per-step class probabilities of a dense head). A segment spans its
+    steps and is scored by their mean, so long confident runs beat single spikes. Segments come
+    ordered by class, then start.
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (K, T), got {tuple(scores.shape)}")
+    above = scores >= threshold
+    edge = torch.zeros(scores.shape[0], 1, dtype=torch.bool, device=scores.device)
+    change = torch.diff(torch.cat([edge, above, edge], dim=1).to(torch.int8), dim=1)
+    label, start = torch.nonzero(change == 1, as_tuple=True)
+    _, stop = torch.nonzero(change == -1, as_tuple=True)  # same (class, time) order as starts
+    zero = torch.zeros(scores.shape[0], 1, dtype=scores.dtype, device=scores.device)
+    cumulative = torch.cat([zero, torch.cumsum(scores, dim=1)], dim=1)
+    mean = (cumulative[label, stop] - cumulative[label, start]) / (stop - start)
+    segments = offset + stride * torch.stack([start, stop], dim=1).to(scores.dtype)
+    return Detections(segments, mean, label)
+
+
+def temporal_iou(segment: Tensor, segments: Tensor) -> Tensor:
+    """tIoU of one `(2,)` segment with `(N, 2)` segments; identical zero-length ones give 1."""
+    inter = torch.minimum(segment[1], segments[:, 1]) - torch.maximum(segment[0], segments[:, 0])
+    inter = inter.clamp(min=0)
+    union = (segment[1] - segment[0]) + (segments[:, 1] - segments[:, 0]) - inter
+    same_point = (segments[:, 0] == segment[0]).to(segments.dtype)
+    return torch.where(union > 0, inter / union, same_point)
+
+
+def nms(
+    detections: Detections, iou_threshold: float, max_segments: int | None = None
+) -> Detections:
+    """Greedy NMS per class: keep the best segment, drop same-class ones with tIoU above the
+    threshold, repeat."""
+
+    def suppress(iou: Tensor, scores: Tensor, rival: Tensor) -> tuple[Tensor, Tensor]:
+        return scores, ~(rival & (iou > iou_threshold))
+
+    return _greedy(detections, suppress, max_segments)
+
+
+def soft_nms(
+    detections: Detections, sigma: float, min_score: float, max_segments: int | None = None
+) -> Detections:
+    """Gaussian soft-NMS per class (Bodla et al., 2017), as ActionFormer uses: keep the best
+    segment, decay same-class scores by exp(-tIoU^2 / sigma), drop those below `min_score`,
+    repeat. Kept segments carry their decayed scores."""
+
+    def suppress(iou: Tensor, scores: Tensor, rival: Tensor) -> tuple[Tensor, Tensor]:
+        decayed = torch.where(rival, scores * torch.exp(-(iou**2) / sigma), scores)
+        return decayed, decayed >= min_score
+
+    return _greedy(detections, suppress, max_segments)
+
+
+Suppress = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def _greedy(detections: Detections, suppress: Suppress, max_segments: int | None) -> Detections:
+    """Select the best remaining segment until none is left or `max_segments` are kept;
+    `suppress(iou, scores, rival)` gives the new scores and which candidates stay alive."""
+    segments, scores, labels = detections
+    scores = scores.clone()
+    alive = torch.ones_like(scores, dtype=torch.bool)
+    limit = len(scores) if max_segments is None else min(max_segments, len(scores))
+    kept, kept_scores = [], []
+    while len(kept) < limit and bool(alive.any()):
+        best = torch.argmax(torch.where(alive, scores, -torch.inf))
+        kept.append(best)
+        kept_scores.append(scores[best])
+        alive[best] = False
+        rival = alive & (labels == labels[best])
+        scores, stays = suppress(temporal_iou(segments[best], segments), scores, rival)
+        alive &= stays
+    if not kept:
+        return Detections(segments[:0], scores[:0], labels[:0])
+    index = torch.stack(kept)
+    return Detections(segments[index], torch.stack(kept_scores), labels[index])

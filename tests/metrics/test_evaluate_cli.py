@@ -1,0 +1,290 @@
+"""`crossdistill evaluate` end to end on small files written here, and on the real ActivityNet
+ground truth with the official sample submission."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, top_k_accuracy_score
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from lightning_modules.evaluate import main
+
+TAXONOMY = [{"nodeId": 0, "nodeName": "Root", "parentId": None}] + [
+    {"nodeId": i, "nodeName": name, "parentId": 0}
+    for i, name in enumerate(["jump", "run", "swim"], 1)
+]
+DATABASE = {
+    "vid_a": {
+        "subset": "validation",
+        "duration": 100.0,
+        "annotations": [
+            {"segment": [10, 30], "label": "jump"},
+            {"segment": [50, 60], "label": "run"},
+        ],
+    },
+    "vid_b": {
+        "subset": "validation",
+        "duration": 40.0,
+        "annotations": [{"segment": [0, 20], "label": "jump"}],
+    },
+    "vid_c": {
+        "subset": "training",
+        "duration": 50.0,
+        "annotations": [{"segment": [5, 15], "label": "run"}],
+    },
+}
+
+
+def write_json(path: Path, data: object) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def ground_truth(tmp_path: Path) -> Path:
+    return write_json(
+        tmp_path / "gt.json", {"version": "test", "taxonomy": TAXONOMY, "database": DATABASE}
+    )
+
+
+def perfect_results(subset: str = "validation") -> dict:
+    return {
+        video: [
+            {"label": a["label"], "score": 1.0, "segment": a["segment"]}
+            for a in entry["annotations"]
+        ]
+        for video, entry in DATABASE.items()
+        if entry["subset"] == subset
+    }
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, dict | None, str]:
+    status = main(argv)
+    out, err = capsys.readouterr()
+    return status, (json.loads(out) if status == 0 else None), err
+
+
+def segments_argv(gt: Path, pred: Path, *extra: str) -> list[str]:
+    return ["segments", "--ground-truth", str(gt), "--predictions", str(pred), *extra]
+
+
+def test_segments_perfect_and_shifted(ground_truth: Path, tmp_path: Path, capsys) -> None:
+    pred = write_json(tmp_path / "p.json", {"results": perfect_results()})
+    status, result, _ = run(segments_argv(ground_truth, pred, "--subset", "validation"), capsys)
+    assert status == 0
+    assert set(result["mAP"]) == {
+        "0.5",
+        "0.55",
+        "0.6",
+        "0.65",
+        "0.7",
+        "0.75",
+        "0.8",
+        "0.85",
+        "0.9",
+        "0.95",
+    }
+    assert set(result["mAP"].values()) == {1.0} and result["average_mAP"] == 1.0
+
+    results = perfect_results()
+    results["vid_a"][0] = {"label": "jump", "score": 0.9, "segment": [14, 30]}  # tIoU 16/20
+    pred = write_json(tmp_path / "shifted.json", {"results": results})
+    argv = segments_argv(
+        ground_truth, pred, "--subset", "validation", "--tiou", "0.5", "0.8", "0.85"
+    )
+    status, result, _ = run(argv, capsys)
+    # jump: above 0.8 the shifted one (ranked second) misses: AP 1/2; run stays 1
+    assert result == {
+        "mAP": {"0.5": 1.0, "0.8": 1.0, "0.85": 0.75},
+        "average_mAP": pytest.approx(11 / 12),
+    }
+
+
+def test_segments_without_subset_score_every_video(
+    ground_truth: Path, tmp_path: Path, capsys
+) -> None:
+    pred = write_json(tmp_path / "p.json", {"results": perfect_results()})
+    status, result, _ = run(segments_argv(ground_truth, pred, "--tiou", "0.5"), capsys)
+    assert status == 0
+    assert result["mAP"]["0.5"] == pytest.approx((1.0 + 0.5) / 2)  # run: vid_c's segment missed
+
+
+@pytest.mark.parametrize(
+    ("video", "prediction", "message"),
+    [
+        ("vid_z", {"label": "jump", "score": 1, "segment": [0, 1]}, "'vid_z' is not in"),
+        ("v_vid_a", {"label": "jump", "score": 1, "segment": [0, 1]}, "without the v_ prefix"),
+        ("vid_c", {"label": "run", "score": 1, "segment": [0, 1]}, "subset 'training'"),
+        ("vid_a", {"label": "fly", "score": 1, "segment": [0, 1]}, "'fly'"),
+        ("vid_a", {"label": "jump", "score": 1, "segment": [5, 1]}, "before its start"),
+        ("vid_a", {"label": "jump", "score": 1, "segment": [-2, 1]}, "negative time"),
+        ("vid_a", {"label": "jump", "score": float("nan"), "segment": [0, 1]}, "score"),
+    ],
+)
+def test_segments_errors_name_the_entry(
+    ground_truth: Path, tmp_path: Path, capsys, video: str, prediction: dict, message: str
+) -> None:
+    results = perfect_results()
+    results.setdefault(video, []).append(prediction)
+    pred = write_json(tmp_path / "p.json", {"results": results})
+    status, _, err = run(segments_argv(ground_truth, pred, "--subset", "validation"), capsys)
+    assert status == 1
+    assert message in err and video in err
+
+
+def test_unknown_subset_is_an_error(ground_truth: Path, tmp_path: Path, capsys) -> None:
+    pred = write_json(tmp_path / "p.json", {"results": perfect_results()})
+    status, _, err = run(segments_argv(ground_truth, pred, "--subset", "valdation"), capsys)
+    assert status == 1 and "valdation" in err
+
+
+def frame_targets(columns: list[str], subset: str = "validation") -> dict[str, np.ndarray]:
+    """Targets by the rule of the issue, with T = duration (one row per second)."""
+    targets = {}
+    for video, entry in DATABASE.items():
+        if entry["subset"] != subset:
+            continue
+        steps = int(entry["duration"])
+        times = (np.arange(steps) + 0.5) * entry["duration"] / steps
+        y = np.zeros((steps, len(columns)), dtype=bool)
+        for a in entry["annotations"]:
+            start, end = a["segment"]
+            y[:, columns.index(a["label"])] |= (times >= start) & (times <= end)
+        targets[video] = y
+    return targets
+
+
+def test_frames_against_sklearn(ground_truth: Path, tmp_path: Path, capsys) -> None:
+    columns = ["swim", "run", "jump"]  # swim has no positive step
+    targets = frame_targets(columns)
+    rng = np.random.default_rng(0)
+    scores = {video: y * 0.3 + rng.uniform(size=y.shape) for video, y in targets.items()}
+    np.savez(tmp_path / "s.npz", classes=np.array(columns), **scores)
+    argv = ["frames", "--ground-truth", str(ground_truth), "--predictions", str(tmp_path / "s.npz")]
+    status, result, _ = run([*argv, "--subset", "validation"], capsys)
+    assert status == 0
+    y = np.concatenate(list(targets.values()))
+    s = np.concatenate(list(scores.values()))
+    ap = [average_precision_score(y[:, k], s[:, k]) for k in (1, 2)]
+    assert result["frame_mAP"] == pytest.approx(np.mean(ap), abs=1e-12)
+    assert result["frame_mAP_all"] == pytest.approx(np.sum(ap) / 3, abs=1e-12)
+    assert 0.3 < result["frame_mAP"] < 1
+
+    np.savez(
+        tmp_path / "p.npz", classes=np.array(columns), **{v: t * 1.0 for v, t in targets.items()}
+    )
+    status, result, _ = run([*argv[:-1], str(tmp_path / "p.npz"), "--subset", "validation"], capsys)
+    assert result == {"frame_mAP": 1.0, "frame_mAP_all": pytest.approx(2 / 3)}
+
+
+@pytest.mark.parametrize("problem", ["missing video", "nan", "unknown class", "no column"])
+def test_frames_errors_name_the_entry(
+    ground_truth: Path, tmp_path: Path, capsys, problem: str
+) -> None:
+    columns = ["jump", "run"]
+    arrays = {v: t * 1.0 for v, t in frame_targets(columns).items()}
+    if problem == "missing video":
+        del arrays["vid_b"]
+    elif problem == "nan":
+        arrays["vid_b"][7, 1] = np.nan
+    elif problem == "unknown class":
+        columns = ["jump", "fly"]
+    else:
+        columns, arrays = ["jump"], {v: a[:, :1] for v, a in arrays.items()}
+    np.savez(tmp_path / "s.npz", classes=np.array(columns), **arrays)
+    argv = ["frames", "--ground-truth", str(ground_truth), "--predictions", str(tmp_path / "s.npz")]
+    status, _, err = run([*argv, "--subset", "validation"], capsys)
+    assert status == 1
+    expected = {
+        "missing video": "vid_b",
+        "nan": "row 7",
+        "unknown class": "'fly'",
+        "no column": "'run'",
+    }
+    assert expected[problem] in err
+
+
+def clip_file(tmp_path: Path, verbs: np.ndarray, nouns: np.ndarray, vl, nl) -> Path:
+    heads = {
+        "verb": [f"v{i}" for i in range(verbs.shape[1])],
+        "noun": [f"n{i}" for i in range(nouns.shape[1])],
+    }
+    clips = {
+        f"clip{i}": {
+            "verb": {"label": f"v{vl[i]}", "scores": verbs[i].tolist()},
+            "noun": {"label": f"n{nl[i]}", "scores": nouns[i].tolist()},
+        }
+        for i in range(len(vl))
+    }
+    return write_json(tmp_path / "clips.json", {"scores": "logits", "heads": heads, "clips": clips})
+
+
+def test_clips_against_sklearn_and_torchmetrics(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    verbs, nouns = rng.normal(scale=2, size=(150, 8)), rng.normal(scale=2, size=(150, 6))
+    vl, nl = rng.integers(0, 8, 150), rng.integers(0, 6, 150)
+    status, result, _ = run(
+        ["clips", "--predictions", str(clip_file(tmp_path, verbs, nouns, vl, nl))], capsys
+    )
+    assert status == 0
+    for head, logits, labels in (("verb", verbs, vl), ("noun", nouns, nl)):
+        for k in (1, 5):
+            expected = top_k_accuracy_score(labels, logits, k=k, labels=np.arange(logits.shape[1]))
+            assert result[head][f"top{k}"] == pytest.approx(expected)
+        probs = torch.from_numpy(logits).softmax(dim=1)
+        ece = multiclass_calibration_error(
+            probs, torch.from_numpy(labels), logits.shape[1], n_bins=15
+        )
+        assert result[head]["ece"] == pytest.approx(ece.item(), abs=1e-6)
+    both = (verbs.argmax(1) == vl) & (nouns.argmax(1) == nl)
+    assert result["action"] == {"top1": pytest.approx(both.mean())}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["clips"]["clip3"]["verb"]["scores"].__setitem__(2, float("nan")), "'clip3'"),
+        (lambda d: d["clips"]["clip4"]["noun"].__setitem__("label", "n99"), "'n99'"),
+        (lambda d: d["clips"]["clip5"]["verb"]["scores"].pop(), "clip5"),
+        (lambda d: d.__setitem__("scores", "probabilities"), "sum to 1"),
+    ],
+)
+def test_clips_errors_name_the_entry(tmp_path: Path, capsys, edit, message: str) -> None:
+    rng = np.random.default_rng(1)
+    path = clip_file(
+        tmp_path, rng.normal(size=(10, 4)), rng.normal(size=(10, 3)), [0] * 10, [1] * 10
+    )
+    data = json.loads(path.read_text())
+    edit(data)
+    write_json(path, data)
+    status, _, err = run(["clips", "--predictions", str(path)], capsys)
+    assert status == 1 and message in err
+
+
+def test_console_script_help() -> None:
+    script = Path(sys.executable).with_name("crossdistill")
+    out = subprocess.run([script, "evaluate", "--help"], capture_output=True, text=True, check=True)
+    for command in ("segments", "frames", "clips"):
+        assert command in out.stdout
+
+
+def test_official_sample_submission_scores_one(realdata: Path, capsys) -> None:
+    folder = realdata / "activitynet"
+    argv = segments_argv(
+        folder / "activity_net.v1-3.json",
+        folder / "sample_detection_prediction.json",
+        "--subset",
+        "validation",
+    )
+    status, result, err = run(argv, capsys)
+    assert status == 0, err
+    assert len(result["mAP"]) == 10
+    assert all(value == 1.0 for value in result["mAP"].values())
+    assert result["average_mAP"] == 1.0

@@ -1,0 +1,11 @@
+"""The benchmark script runs, and its two implementations agree (it exits 1 otherwise)."""
+
+from __future__ import annotations
+
+from experiments.benchmarks.evaluation import main
+
+
+def test_small_benchmark_agrees(capsys) -> None:
+    assert main(["--small", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "max |AP difference|" in out
