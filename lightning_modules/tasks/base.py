@@ -1,0 +1,58 @@
+"""What a task knows: its loss on a model's outputs, and how outputs become predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor, nn
+
+from lightning_modules.models.outputs import ModelOutput
+
+
+def sample_ids(batch: Mapping[str, Any]) -> list[str]:
+    """One id per sample: a video's windows are distinct samples for the metrics' de-duplication
+    under DDP, while a padded duplicate of the same window shares its id."""
+    meta = batch["meta"]
+    return [
+        f"{vid}@{int(w)}" for vid, w in zip(meta["video_id"], meta["window_index"], strict=True)
+    ]
+
+
+class Task:
+    """Base of `DenseTask`, `SegmentTask` and `ClipTask`.
+
+    The Teacher and Distill modules call only these methods, so they stay task-agnostic.
+    Losses are computed in float32 whatever the autocast precision of the model. The task also
+    owns its metrics, so every module reports the same numbers for it.
+    """
+
+    main_metric: str = "loss"
+    """The metric name (as `compute_metrics` returns it) that model selection maximises."""
+
+    def loss(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """`{"loss": total, ...named parts for logging}` for a batch."""
+        raise NotImplementedError
+
+    def predict(self, output: ModelOutput, batch: Mapping[str, Any]) -> Any:
+        """Predictions in the form the task's metric takes (see each task)."""
+        raise NotImplementedError
+
+    def metrics(self, num_classes: int) -> nn.ModuleDict:
+        """Fresh torchmetrics for one evaluation stage (DDP-exact, see `metrics.samples`)."""
+        raise NotImplementedError
+
+    def update_metrics(
+        self, metrics: nn.ModuleDict, output: ModelOutput, batch: Mapping[str, Any]
+    ) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def compute_metrics(metrics: nn.ModuleDict) -> dict[str, float]:
+        """Every metric's values as a flat `{name: float}` (names as `crossdistill evaluate`)."""
+        flat: dict[str, float] = {}
+        for metric in metrics.values():
+            value = metric.compute()
+            items = value.items() if isinstance(value, dict) else [(type(metric).__name__, value)]
+            flat.update({name: float(v) for name, v in items})
+        return flat
