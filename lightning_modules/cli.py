@@ -26,6 +26,11 @@ PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
         "datamodules.synthetic.cli:main",
         "generate the synthetic multimodal benchmark on disk",
     ),
+    "evaluate": ("lightning_modules.evaluate:main", "score prediction files against ground truth"),
+    "data-check": (
+        "datamodules.data_check:main",
+        "pre-flight check of a dataset config: files, lengths, labels",
+    ),
 }
 
 
