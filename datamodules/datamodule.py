@@ -1,0 +1,381 @@
+"""`MultimodalDataModule`: the one LightningDataModule, configured from YAML.
+
+It reads the annotations (any format of `datamodules.annotations`), binds each configured
+modality source to the dataset folder `root`, checks every video of the subsets a stage needs
+before any DataLoader starts (so a broken file is reported from the main process, by name,
+with its fix), and serves windows of the chosen task:
+
+- `dense`: per-step multi-label targets on fixed windows (training: random; evaluation: tiles);
+- `segments`: the same windows, targets as segments in seconds from the window start;
+- `clips`: one window per annotated clip, `window_steps` frames sampled uniformly.
+
+For the synthetic benchmark (`root` holds `benchmark.json`) the annotation file, every
+modality's path and their format details come from the manifest; a config only picks
+modalities and windows. Evaluation under DDP is exact: evaluation windows are sharded over ranks
+in blocks without padding (`EvalShardSampler`), so no window is evaluated twice, and every step
+of every video lies in exactly one window's mask.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.annotations import AnnotationSet, VideoRecord, read_annotations
+from datamodules.dataset import Collate, Task, UntrimmedDataset
+from datamodules.sampling import ClipWindows, EvalShardSampler, EvalWindows, TrainWindows
+from datamodules.sources.base import DataError, Problem, Source
+from datamodules.transforms import Augment, JointTransform
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "benchmark.json"
+STAGE_SUBSETS = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+}
+
+
+@dataclass
+class SubsetReport:
+    """What checking a subset found: its videos, their problems, and per-modality coverage."""
+
+    name: str
+    records: list[VideoRecord] = field(default_factory=list)
+    problems: dict[str, list[Problem]] = field(default_factory=dict)
+    coverage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> list[VideoRecord]:
+        return [r for r in self.records if not self.problems.get(r.video_id)]
+
+    @property
+    def all_problems(self) -> list[Problem]:
+        return [p for found in self.problems.values() for p in found]
+
+
+class MultimodalDataModule(pl.LightningDataModule):
+    """Untrimmed (or trimmed) videos with any set of modalities, for one task.
+
+    Args:
+        root: the dataset folder; relative file paths are under it.
+        modalities: modality name -> source (`datamodules.sources`); the names are the keys of
+            `batch["inputs"]`. For the synthetic benchmark use rgb, flow, pose and boxes.
+        task: `dense`, `segments` or `clips`.
+        annotations: annotation file(s) under root (several are merged, e.g. Charades' train
+            and test CSVs); default for the synthetic benchmark: its ActivityNet JSON.
+        annotation_format: reader name (`datamodules.annotations.READERS`).
+        annotation_options: extra reader arguments, e.g. `classes_file`.
+        train_subset, val_subset, test_subset: subset names as the annotations spell them
+            (`val_subset: null` trains without validation; predict uses the test subset).
+        window_seconds: window length (dense and segments; clips use each clip's extent).
+        window_steps: steps per window (frames per clip for clips).
+        centre_on_action: probability that a training window is centred on an annotated action.
+        test_views: temporal views per clip at evaluation (clips).
+        augment: training augmentation, `null` for none.
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+        missing: `error` stops at any broken or missing file; `skip` leaves those videos out,
+            counted and logged.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        modalities: dict[str, Source],
+        task: Task = "dense",
+        annotations: str | list[str] | None = None,
+        annotation_format: str | None = None,
+        annotation_options: dict[str, Any] | None = None,
+        train_subset: str = "training",
+        val_subset: str | None = "validation",
+        test_subset: str = "testing",
+        window_seconds: float | None = None,
+        window_steps: int = 64,
+        centre_on_action: float = 0.0,
+        test_views: int = 1,
+        augment: Augment | None = Augment(),  # noqa: B008 (frozen dataclass, safe to share)
+        batch_size: int = 8,
+        num_workers: int = 2,
+        missing: Literal["error", "skip"] = "error",
+    ) -> None:
+        super().__init__()
+        if not modalities:
+            raise DataError("no modalities configured. Fix: list at least one under modalities")
+        if task != "clips" and (window_seconds is None or window_seconds <= 0):
+            raise DataError(f"task {task!r} needs window_seconds > 0. Fix: set window_seconds")
+        if window_steps < 1 or batch_size < 1 or num_workers < 0:
+            raise ValueError("need window_steps >= 1, batch_size >= 1 and num_workers >= 0")
+        self.root = Path(root)
+        self.manifest = _read_manifest(self.root)
+        self.modalities = dict(modalities)
+        for name, source in self.modalities.items():
+            source.bind(name, self.root, self.manifest)
+        self.task = task
+        self.annotation_files, self.annotation_format = self._annotation_files(
+            annotations, annotation_format
+        )
+        self.annotation_options = dict(annotation_options or {})
+        self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
+        self.window_seconds = window_seconds
+        self.window_steps = window_steps
+        self.centre_on_action = centre_on_action
+        self.test_views = test_views
+        self.augment = augment
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.missing = missing
+        self.datasets: dict[str, UntrimmedDataset] = {}
+        self.reports: dict[str, SubsetReport] = {}
+
+    def _annotation_files(
+        self, annotations: str | list[str] | None, annotation_format: str | None
+    ) -> tuple[list[Path], str]:
+        if annotations is None and self.manifest is not None:
+            return [self.root / self.manifest["annotations"]["activitynet"]], "activitynet"
+        if annotations is None or annotation_format is None:
+            raise DataError(
+                f"{self.root}: no {MANIFEST} here, so the annotations must be named. Fix: set "
+                "annotations (file under root) and annotation_format (e.g. activitynet)"
+            )
+        files = [annotations] if isinstance(annotations, str) else list(annotations)
+        return [self.root / f for f in files], annotation_format
+
+    # what models are built from
+
+    @cached_property
+    def annotation_set(self) -> AnnotationSet:
+        """All videos and the vocabulary, read once (AnnotationError names file, video, label)."""
+        sets = [
+            read_annotations(path, self.annotation_format, **self.annotation_options)
+            for path in self.annotation_files
+        ]
+        return _merge(sets)
+
+    @property
+    def class_names(self) -> tuple[str, ...] | dict[str, tuple[str, ...]]:
+        """Names of the classes of the head(s), in target-index order (a dict for verb/noun)."""
+        found = self.annotation_set
+        if self.task == "clips" and found.verb_classes:
+            return {"verb": found.verb_classes, "noun": found.noun_classes}
+        return found.classes
+
+    @property
+    def num_classes(self) -> int | dict[str, int]:
+        """Classes of the head(s): an int, or `{"verb": V, "noun": N}` for verb/noun clips."""
+        found = self.annotation_set
+        if self.task == "clips" and found.verb_classes:
+            return {"verb": len(found.verb_classes), "noun": len(found.noun_classes)}
+        return len(found.classes)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of each `batch["inputs"]` tensor without the batch axis (T = window_steps)."""
+        example = next(iter(self.annotation_set.records.values()))
+        shapes: dict[str, tuple[int, ...]] = {}
+        for source in self.modalities.values():
+            shapes.update(source.sample_shapes(self.window_steps, example))
+        return shapes
+
+    # checking
+
+    def subset_records(self, role: str) -> list[VideoRecord]:
+        """The videos of a role's subset (train/val/test); a name not in the file is an error."""
+        name = self.subsets[role]
+        try:
+            return list(self.annotation_set.subset(str(name)).records.values())
+        except (KeyError, ValueError) as err:  # the reader's message names the subsets it has
+            raise DataError(f"{role}_subset: {err.args[0]}") from None
+
+    def inspect(self, role: str) -> SubsetReport:
+        """Check every video of a role's subset (train/val/test) with every source."""
+        return self.check_records(str(self.subsets[role]), self.subset_records(role))
+
+    def check_records(self, name: str, records: list[VideoRecord]) -> SubsetReport:
+        """Check videos with every source (in threads: the work is mostly I/O and decoding);
+        records without a duration get one from their files."""
+        report = SubsetReport(name, coverage=dict.fromkeys(self.modalities, 0))
+        workers = min(8, (os.cpu_count() or 1) * 2)
+        with ThreadPoolExecutor(workers) as pool:
+            for record, problems in pool.map(self._check_video, records):
+                report.records.append(record)
+                report.problems[record.video_id] = problems
+                broken = {p.modality for p in problems}
+                for name in self.modalities:
+                    report.coverage[name] += name not in broken
+        return report
+
+    def _check_video(self, record: VideoRecord) -> tuple[VideoRecord, list[Problem]]:
+        problems: list[Problem] = []
+        if record.duration is None:
+            record, problems = self._with_duration(record)
+        for source in self.modalities.values():
+            problems += source.check(record)
+        return record, problems
+
+    def _with_duration(self, record: VideoRecord) -> tuple[VideoRecord, list[Problem]]:
+        """A record without an annotated duration takes its first readable modality's length."""
+        for source in self.modalities.values():
+            try:
+                duration = source.duration(record)
+            except Exception:
+                continue
+            if duration:
+                return replace(record, duration=duration), []
+        problem = Problem(
+            str(self.annotation_files[0]),
+            "no duration in the annotations and no modality file to read one from",
+            "give the video's duration in the annotation file, or restore its files",
+            record.video_id,
+        )
+        return record, [problem]
+
+    # LightningDataModule
+
+    def setup(self, stage: str) -> None:
+        for role in STAGE_SUBSETS[stage]:
+            if self.subsets[role] is None or role in self.datasets:
+                continue
+            report = self.inspect(role)
+            self.reports[role] = report
+            problems = report.all_problems
+            if problems and self.missing == "error":
+                raise DataError(_problem_summary(report, problems))
+            if problems:
+                skipped = sorted({p.video_id or "?" for p in problems})
+                log.warning(
+                    "missing: skip: left out %d of %d %s videos with problems: %s",
+                    len(skipped),
+                    len(report.records),
+                    report.name,
+                    ", ".join(skipped[:20]) + (" ..." if len(skipped) > 20 else ""),
+                )
+            if not report.usable:
+                raise DataError(
+                    f"subset {report.name!r} has no usable videos. Fix: check the files listed "
+                    "by `crossdistill data-check` with this config"
+                )
+            self.datasets[role] = self.dataset(role, report.usable)
+
+    def dataset(self, role: str, records: list[VideoRecord]) -> UntrimmedDataset:
+        """The dataset of a role over `records` (which must have durations)."""
+        train = role == "train"
+        if self.task == "clips":
+            windows = ClipWindows(records, self.window_steps, self.test_views, train)
+        elif train:
+            assert self.window_seconds is not None
+            windows = TrainWindows(
+                records, self.window_seconds, self.window_steps, self.centre_on_action
+            )
+        else:
+            assert self.window_seconds is not None
+            windows = EvalWindows(records, self.window_seconds, self.window_steps)
+        found = self.annotation_set
+        return UntrimmedDataset(
+            windows,
+            self.modalities,
+            self.task,
+            found.classes,
+            JointTransform(self.modalities, self.augment if train else None),
+            found.verb_classes,
+            found.noun_classes,
+        )
+
+    @property
+    def skipped(self) -> dict[str, list[str]]:
+        """Videos left out per subset under `missing: skip`."""
+        return {
+            report.name: sorted({p.video_id or "?" for p in report.all_problems})
+            for report in self.reports.values()
+        }
+
+    def _loader(self, role: str, **kwargs: Any) -> DataLoader:
+        dataset = self.datasets[role]
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=Collate(self.modalities),
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_single_threaded if self.num_workers > 0 else None,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.subsets["val"] is None else self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def _eval_loader(self, role: str) -> DataLoader:
+        world, rank = _world()
+        if self.trainer is not None:
+            world, rank = self.trainer.world_size, self.trainer.global_rank
+        return self._loader(role, sampler=EvalShardSampler(self.datasets[role], world, rank))
+
+
+def _read_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _merge(sets: list[AnnotationSet]) -> AnnotationSet:
+    """One set from several files of one dataset (same vocabulary, distinct videos)."""
+    merged = sets[0]
+    for other in sets[1:]:
+        if other.classes != merged.classes:
+            raise DataError(
+                f"{other.source}: its classes differ from those of {merged.source}. Fix: give "
+                "files of one dataset, with one class list"
+            )
+        repeated = sorted(set(other.records) & set(merged.records))
+        if repeated:
+            raise DataError(
+                f"{other.source}: videos {repeated[:5]} are also in {merged.source}. Fix: give "
+                "each video in one file only"
+            )
+        merged = replace(merged, records={**merged.records, **other.records})
+    return merged
+
+
+def _problem_summary(report: SubsetReport, problems: list[Problem], limit: int = 20) -> str:
+    lines = [
+        f"{len(problems)} problem(s) in subset {report.name!r} "
+        f"({len({p.video_id for p in problems})} of {len(report.records)} videos):"
+    ]
+    lines += [f"  {p}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more; `crossdistill data-check` lists all")
+    lines.append("Or set `missing: skip` to leave these videos out.")
+    return "\n".join(lines)
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def _single_threaded(worker_id: int) -> None:
+    """Workers are the parallelism: one thread each for torch and OpenCV."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)

@@ -1,0 +1,217 @@
+"""`UntrimmedDataset`: windows of videos as `Sample`s, and the collate that batches them.
+
+A sample holds every configured modality on the window's grid, the mask of steps inside the
+video, the targets of the task and the window's place (`meta`). A clip evaluated with `V` test
+views is one sample whose inputs and mask have `V` rows; batched, the `V` views of a sample are
+contiguous rows of `inputs` and `mask` (`B * V` rows) while `targets` and `meta` keep `B` rows.
+Batched by `Collate`:
+
+    batch = {
+      "inputs": {name: Tensor},   # rgb (B, 3, T, S, S) in [0, 1]; flow (B, 2, T, S, S) in pixels
+                                  # / bound; keypoints (B, T, K, 3); boxes (B, T, N, 6) with
+                                  # "<name>_mask" (B, T, N); features (B, D, T)
+      "mask": (B, T) bool,        # steps inside the video (False: padding)
+      "targets": {"frames": (B, T, K) float multi-hot             (dense)
+                  "segments": [(N_i, 3) [start_s, end_s, class]]  (segments; seconds from t0)
+                  "clip": (B,) long or {"verb": (B,), "noun": (B,)}  (clips)},
+      "meta": {"video_id": [str], "t0", "t1", "stride", "duration": (B,) float64 seconds
+               (t0, t1 of the first view), "window_index": (B,) long},
+    }
+
+A file that fails while loading raises a `DataError` naming it (and, from a DataLoader worker,
+reaches the main process with that message), never a bare decoder traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from datamodules.sampling import Window, WindowSampler
+from datamodules.sources.base import DataError, Source
+from datamodules.transforms import JointTransform
+
+Task = Literal["dense", "segments", "clips"]
+
+
+@dataclass
+class Sample:
+    """One sample of `V` windows (views; 1 but for clip test views): inputs per modality with a
+    leading view axis, valid-step mask `(V, T)`, targets and meta of the sample."""
+
+    inputs: dict[str, Tensor]
+    mask: Tensor
+    targets: dict[str, Any]
+    meta: dict[str, Any]
+
+
+class UntrimmedDataset(Dataset):
+    """Samples of the windows a sampler cuts, with every source loaded on the window's grid.
+
+    Args:
+        sampler: the windows of each sample (training windows, evaluation tiles or clips).
+        sources: modality name -> source.
+        task: which targets to build: `dense`, `segments` or `clips`.
+        classes: the label vocabulary (target index = position).
+        transform: the joint augmentation (`JointTransform(sources, None)` for none).
+        verb_classes, noun_classes: vocabularies of verb/noun clip targets (EPIC-KITCHENS);
+            empty for single-label clips.
+    """
+
+    def __init__(
+        self,
+        sampler: WindowSampler,
+        sources: Mapping[str, Source],
+        task: Task,
+        classes: Sequence[str],
+        transform: JointTransform,
+        verb_classes: Sequence[str] = (),
+        noun_classes: Sequence[str] = (),
+    ) -> None:
+        self.sampler = sampler
+        self.sources = dict(sources)
+        self.task = task
+        self.class_index = {name: i for i, name in enumerate(classes)}
+        self.verb_index = {name: i for i, name in enumerate(verb_classes)}
+        self.noun_index = {name: i for i, name in enumerate(noun_classes)}
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getitem__(self, index: int) -> Sample:
+        # seeded from torch's generator, which the DataLoader seeds per worker and epoch;
+        # evaluation leaves that generator alone, so it does not shift training's draws
+        random = self.sampler.random or self.transform.augment is not None
+        rng = np.random.default_rng(int(torch.randint(2**62, ()).item()) if random else 0)
+        windows = self.sampler.windows(index, rng)
+        views = [self.transform(self._inputs(window), rng) for window in windows]
+        inputs = {key: torch.stack([view[key] for view in views]) for key in views[0]}
+        masks = [torch.from_numpy(w.grid.valid(_duration(w))) for w in windows]
+        first = windows[0]
+        meta = {
+            "video_id": first.record.video_id,
+            "t0": first.grid.t0,
+            "t1": first.grid.t1,
+            "stride": first.grid.stride,
+            "duration": _duration(first),
+            "window_index": first.index,
+        }
+        return Sample(inputs, torch.stack(masks), self.targets(first, masks[0]), meta)
+
+    def _inputs(self, window: Window) -> dict[str, Tensor]:
+        inputs: dict[str, Tensor] = {}
+        for name, source in self.sources.items():
+            inputs.update(self._load(name, source, window))
+        return inputs
+
+    def _load(self, name: str, source: Source, window: Window) -> dict[str, Tensor]:
+        try:
+            return source.load(window.record, window.grid)
+        except DataError:
+            raise
+        except Exception as err:
+            video = window.record.video_id
+            raise DataError(
+                f"{source.file(video)}: cannot load modality {name!r} of video {video!r} at "
+                f"[{window.grid.t0:g}, {window.grid.t1:g}) s ({type(err).__name__}: {err}). "
+                "Fix: run `crossdistill data-check` with this config, then re-create or replace "
+                "the file (or set `missing: skip`)"
+            ) from err
+
+    def targets(self, window: Window, mask: Tensor) -> dict[str, Any]:
+        if self.task == "dense":
+            return {"frames": self._frames(window, mask)}
+        if self.task == "segments":
+            return {"segments": self._segments(window)}
+        return {"clip": self._clip(window)}
+
+    def _frames(self, window: Window, mask: Tensor) -> Tensor:
+        """`(T, K)` multi-hot: class k at step i when a k segment covers the step's instant."""
+        times = window.grid.times()
+        frames = np.zeros((window.grid.steps, len(self.class_index)), dtype=np.float32)
+        for segment in window.record.segments:
+            inside = (times >= segment.start) & (times < segment.end)
+            frames[inside, self.class_index[segment.label]] = 1.0
+        return torch.from_numpy(frames) * mask.unsqueeze(1)
+
+    def _segments(self, window: Window) -> Tensor:
+        """`(N, 3)` segments overlapping the window, clipped to it, in seconds from `t0`."""
+        length = window.grid.t1 - window.grid.t0
+        rows = []
+        for segment in window.record.segments:
+            start = max(segment.start - window.grid.t0, 0.0)
+            end = min(segment.end - window.grid.t0, length)
+            if end > start:
+                rows.append((start, end, float(self.class_index[segment.label])))
+        return torch.tensor(rows, dtype=torch.float32).reshape(-1, 3)
+
+    def _clip(self, window: Window) -> Tensor | dict[str, Tensor]:
+        clip = window.clip
+        if clip is None:
+            raise ValueError("the clips task needs windows from ClipWindows")
+        if self.verb_index:
+            return {
+                "verb": torch.tensor(self.verb_index[str(clip.verb)]),
+                "noun": torch.tensor(self.noun_index[str(clip.noun)]),
+            }
+        return torch.tensor(self.class_index[clip.label])
+
+
+class Collate:
+    """Batches samples into the batch dict: views become contiguous rows, tensors are padded
+    along their time axis (to the longest window of the batch) and the mask with False."""
+
+    def __init__(self, sources: Mapping[str, Source]) -> None:
+        self.time_axes = {name: source.time_axis for name, source in sources.items()}
+
+    def _axis(self, key: str) -> int:
+        """Time axis of an input of one view (`<name>_mask` follows its modality)."""
+        return self.time_axes.get(key, self.time_axes.get(key.removesuffix("_mask"), 0))
+
+    def __call__(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        steps = max(s.mask.shape[1] for s in samples)
+        inputs = {
+            key: torch.cat([_pad(s.inputs[key], 1 + self._axis(key), steps) for s in samples])
+            for key in samples[0].inputs
+        }
+        mask = torch.cat([_pad(s.mask, 1, steps) for s in samples])
+        first = samples[0].targets
+        targets: dict[str, Any] = {}
+        if "frames" in first:
+            targets["frames"] = torch.stack([_pad(s.targets["frames"], 0, steps) for s in samples])
+        if "segments" in first:
+            targets["segments"] = [s.targets["segments"] for s in samples]
+        if "clip" in first:
+            clips = [s.targets["clip"] for s in samples]
+            targets["clip"] = (
+                {head: torch.stack([c[head] for c in clips]) for head in clips[0]}
+                if isinstance(clips[0], dict)
+                else torch.stack(clips)
+            )
+        meta: dict[str, Any] = {"video_id": [s.meta["video_id"] for s in samples]}
+        for key in ("t0", "t1", "stride", "duration"):
+            meta[key] = torch.tensor([s.meta[key] for s in samples], dtype=torch.float64)
+        meta["window_index"] = torch.tensor([s.meta["window_index"] for s in samples])
+        return {"inputs": inputs, "mask": mask, "targets": targets, "meta": meta}
+
+
+def _duration(window: Window) -> float:
+    if window.record.duration is None:
+        raise ValueError(f"video {window.record.video_id!r} has no duration")
+    return window.record.duration
+
+
+def _pad(tensor: Tensor, axis: int, length: int) -> Tensor:
+    missing = length - tensor.shape[axis]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[axis] = missing
+    return torch.cat([tensor, tensor.new_zeros(shape)], dim=axis)

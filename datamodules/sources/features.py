@@ -1,0 +1,135 @@
+"""Pre-extracted features on the grid as `(D, T)`, from `(T_file, D)` npy files.
+
+Features are extracted over windows of `window` frames every `stride` frames of a video at
+`fps`; feature `i` is centred at `(i * stride + window / 2) / fps` (ActionFormer's rule), and
+each grid step takes the feature nearest its instant. THUMOS14's standard I3D features hold RGB
+in channels 0-1023 and flow in 1024-2047: `channels` picks a slice, so one file serves an RGB
+student and a flow teacher as two modalities.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from datamodules.annotations import VideoRecord
+from datamodules.grid import (
+    TimeGrid,
+    expected_features,
+    feature_positions,
+    interpolate,
+    nearest,
+    resampled_positions,
+)
+from datamodules.sources.base import DataError, Problem, Source, load_array, non_finite, steps_info
+
+
+class FeatureSource(Source):
+    """Feature sequences `T x D` from npy files.
+
+    Args:
+        path: the feature file of each id, e.g. `i3d/{video_id}.npy`.
+        stride: frames between consecutive features.
+        window: frames each feature was extracted from.
+        fps: frame rate the features were extracted at; default the annotation's.
+        channels: `[start, end)` slice of the feature dimension, e.g. `[0, 1024]`.
+        resample: spread the features evenly over the annotated duration and interpolate
+            linearly (ActivityNet-style fixed-length features), instead of ActionFormer's rule.
+    """
+
+    kind = "features"
+    time_axis = 1
+
+    def __init__(
+        self,
+        path: str | None = None,
+        stride: int = 1,
+        window: int = 1,
+        fps: float | None = None,
+        channels: tuple[int, int] | None = None,
+        resample: bool = False,
+    ) -> None:
+        super().__init__(path, resample)
+        if stride < 1 or window < 1:
+            raise ValueError(f"stride and window must be positive, got {stride}, {window}")
+        if channels is not None and not 0 <= channels[0] < channels[1]:
+            raise ValueError(f"channels must be [start, end) with 0 <= start < end: {channels}")
+        self.stride = stride
+        self.window = window
+        self.fps = fps
+        self.channels = channels
+
+    def _fps(self, record: VideoRecord) -> float:
+        fps = self.fps or record.fps
+        if not fps:
+            raise DataError(
+                f"{self.file(record.video_id)}: the frame rate of the features is unknown. Fix: "
+                f"set modalities.{self.name}.init_args.fps, or give fps in the annotations"
+            )
+        return fps
+
+    def check_file(self, path: Path, record: VideoRecord) -> list[Problem]:
+        array = load_array(path)
+        if array.ndim != 2:
+            return [
+                self.problem(
+                    path, record, f"has shape {array.shape}, not (T, D)", "store features as T x D"
+                )
+            ]
+        if self.channels is not None and self.channels[1] > array.shape[1]:
+            return [
+                self.problem(
+                    path,
+                    record,
+                    f"has {array.shape[1]} channels, fewer than channels {list(self.channels)}",
+                    f"correct modalities.{self.name}.init_args.channels or the file",
+                )
+            ]
+        if bad := non_finite(array):
+            return [
+                self.problem(
+                    path,
+                    record,
+                    f"holds {bad} NaN/Inf values",
+                    "re-extract the features of this video (or set `missing: skip`)",
+                )
+            ]
+        if record.duration is None:
+            return []
+        expected = expected_features(record.duration, self._fps(record), self.stride, self.window)
+        return self.length_problem(path, record, array.shape[0], expected, "features")
+
+    def duration(self, record: VideoRecord) -> float | None:
+        length = load_array(self.file(record.video_id)).shape[0]
+        return ((length - 1) * self.stride + self.window) / self._fps(record)
+
+    def load(self, record: VideoRecord, grid: TimeGrid) -> dict[str, Tensor]:
+        array = load_array(self.file(record.video_id))
+        if self.channels is not None:
+            array = array[:, self.channels[0] : self.channels[1]]
+        times, valid = steps_info(grid, record)
+        out = np.zeros((grid.steps, array.shape[1]), dtype=np.float32)
+        if self.resample:
+            positions = resampled_positions(times[valid], record.duration, len(array))
+            out[valid] = interpolate(array, positions)
+        else:
+            positions = feature_positions(times[valid], self._fps(record), self.stride, self.window)
+            index = nearest(positions, len(array))
+            unique, inverse = np.unique(index, return_inverse=True)
+            out[valid] = np.asarray(array[unique], dtype=np.float32)[inverse]
+        if not np.isfinite(out).all():
+            raise DataError(
+                f"{self.file(record.video_id)}: NaN/Inf features in [{grid.t0:g}, {grid.t1:g}) s. "
+                "Fix: re-extract the features of this video"
+            )
+        return {self.name: torch.from_numpy(out.T.copy())}
+
+    def sample_shapes(self, steps: int, record: VideoRecord) -> dict[str, tuple[int, ...]]:
+        if self.channels is not None:
+            dim = self.channels[1] - self.channels[0]
+        else:
+            dim = load_array(self.file(record.video_id)).shape[1]
+        return {self.name: (dim, steps)}

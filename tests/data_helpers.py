@@ -1,0 +1,71 @@
+"""Fixtures shared by the data-layer tests: a tiny synthetic benchmark and index-coded videos.
+
+The index-coded video encodes each frame's number in its pixels (two horizontal bands, one per
+base-16 digit, at grey levels far enough apart to survive H.264), so a test can read back which
+frame a loader returned. It is written with a key frame every 12 frames and B-frames, so that
+random access really seeks.
+"""
+
+from __future__ import annotations
+
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from datamodules.synthetic import SyntheticConfig, generate_benchmark
+
+TINY = SyntheticConfig(videos=6, min_duration=8.0, max_duration=12.0)
+_generated: dict[str, Path] = {}
+
+
+def tiny_benchmark(factory: pytest.TempPathFactory) -> Path:
+    """The tiny benchmark, generated once per test session (copy it before changing files)."""
+    if "root" not in _generated:
+        root = factory.mktemp("tiny_benchmark")
+        generate_benchmark(root, TINY, workers=2)
+        _generated["root"] = root
+    return _generated["root"]
+
+
+def copy_benchmark(root: Path, destination: Path) -> Path:
+    shutil.copytree(root, destination)
+    return destination
+
+
+def index_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """RGB frames whose top band shows `index % 16` and bottom band `index // 16`."""
+    if count > 256:
+        raise ValueError("two base-16 digits encode at most 256 frames")
+    frames = np.zeros((count, height, width, 3), dtype=np.uint8)
+    for index in range(count):
+        frames[index, : height // 2] = (index % 16) * 16 + 8
+        frames[index, height // 2 :] = (index // 16) * 16 + 8
+    return frames
+
+
+def write_index_video(path: Path, count: int, fps: float = 10.0, height: int = 48) -> Path:
+    """An H.264 mp4 of `index_frames`, key frame every 12 frames."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = 64, height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast", "g": "12", "keyint_min": "12"}
+        for frame in index_frames(count, height):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def read_indices(rgb: torch.Tensor) -> np.ndarray:
+    """Frame numbers shown by `(3, T, H, W)` RGB in [0, 1] (of index-coded frames)."""
+    pixels = rgb.mean(0).numpy() * 255.0
+    height = pixels.shape[1]
+    low = np.rint((pixels[:, height // 4, :].mean(-1) - 8) / 16).astype(int)
+    high = np.rint((pixels[:, 3 * height // 4, :].mean(-1) - 8) / 16).astype(int)
+    return high * 16 + low

@@ -1,0 +1,89 @@
+"""`crossdistill data-check`: passes on a generated benchmark, names every broken file of a
+broken copy and exits non-zero."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datamodules.data_check import main
+from tests.conftest import REPO_ROOT
+from tests.data_helpers import copy_benchmark, tiny_benchmark
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")
+CONFIG = str(REPO_ROOT / "configs" / "data" / "synthetic.yaml")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_benchmark(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def broken(bench: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A copy with one truncated mp4, one deleted pose file, one unknown label."""
+    root = copy_benchmark(bench, tmp_path_factory.mktemp("broken") / "bench")
+    annotations = root / "annotations" / "activitynet.json"
+    data = json.loads(annotations.read_text())
+    ids = sorted(data["database"])
+    video = root / "videos" / f"{ids[0]}.mp4"
+    video.write_bytes(video.read_bytes()[:4000])
+    pose = root / "pose" / f"{ids[1]}.npy"
+    pose.unlink()
+    labelled = next(v for v in ids[2:] if data["database"][v]["annotations"])
+    data["database"][labelled]["annotations"][0]["label"] = "moonwalk"
+    annotations.write_text(json.dumps(data))
+    return {"root": root, "video": video, "pose": pose, "annotations": annotations}
+
+
+def test_cli_passes_on_a_generated_benchmark(bench: Path) -> None:
+    done = subprocess.run(
+        [CONSOLE_SCRIPT, "data-check", "--config", CONFIG, f"--data.init_args.root={bench}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: every file of every subset is ready" in done.stdout
+    assert "training" in done.stdout and "4/4" in done.stdout
+
+
+def test_broken_copy_fails_naming_all_three_files(
+    broken: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    status = main(["--config", CONFIG, f"--data.init_args.root={broken['root']}"])
+    out = capsys.readouterr().out
+    assert status == 1
+    for key in ("video", "pose", "annotations"):
+        assert str(broken[key]) in out, key
+    assert "'moonwalk'" in out and "FAIL" in out
+    assert out.count("Fix:") >= 3
+
+
+def test_file_problems_only_block_training_when_missing_is_error(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = copy_benchmark(bench, tmp_path / "bench")
+    database = json.loads((root / "annotations" / "activitynet.json").read_text())["database"]
+    training = sorted(v for v, entry in database.items() if entry["subset"] == "training")
+    pose = root / "pose" / f"{training[0]}.npy"
+    pose.unlink()
+    args = ["--config", CONFIG, f"--data.init_args.root={root}"]
+    assert main(args) == 1
+    assert main([*args, "--data.init_args.missing=skip"]) == 0
+    out = capsys.readouterr().out
+    assert str(pose) in out and "will be left out" in out
+
+
+def test_empty_subset_and_full_lightning_configs(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("seed_everything: 1\ntrainer: {max_epochs: 2}\nmodel: {lr: 0.1}\n")
+    args = ["--config", CONFIG, "--config", str(experiment), f"--data.init_args.root={bench}"]
+    assert main([*args, "--data.init_args.test_subset=holdout"]) == 1
+    assert "no subset 'holdout'" in capsys.readouterr().out

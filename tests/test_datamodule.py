@@ -1,0 +1,308 @@
+"""MultimodalDataModule on a tiny synthetic benchmark: configs, the batch contract, workers,
+DDP-exact evaluation, and bad input reported from the main process with the file named."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import datamodules.datamodule as datamodule_module
+from datamodules.annotations import Segment, VideoRecord
+from datamodules.data_check import build_parser
+from datamodules.datamodule import MultimodalDataModule
+from datamodules.dataset import Collate, UntrimmedDataset
+from datamodules.grid import video_steps
+from datamodules.sampling import ClipWindows
+from datamodules.sources import DataError, FeatureSource, KeypointSource, VideoSource
+from datamodules.transforms import JointTransform
+from tests.conftest import REPO_ROOT
+from tests.data_helpers import copy_benchmark, tiny_benchmark
+
+CONFIGS = REPO_ROOT / "configs" / "data"
+# every data config, with the files it is composed after
+CONFIG_STACKS = {
+    "synthetic.yaml": ["synthetic.yaml"],
+    "synthetic_segments.yaml": ["synthetic.yaml", "synthetic_segments.yaml"],
+    "synthetic_clips.yaml": ["synthetic_clips.yaml"],
+}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_benchmark(tmp_path_factory)
+
+
+def from_config(files: list[str], root: Path, *overrides: str) -> MultimodalDataModule:
+    """The datamodule as `crossdistill fit --config ...` would build it."""
+    args = [a for name in files for a in ("--config", str(CONFIGS / name))]
+    parser = build_parser()
+    config = parser.parse_args([*args, f"--data.init_args.root={root}", *overrides])
+    return parser.instantiate(config).data
+
+
+def make(root: Path, **kwargs) -> MultimodalDataModule:
+    options = {
+        "modalities": {"rgb": VideoSource(size=32), "pose": KeypointSource()},
+        "window_seconds": 3.2,
+        "window_steps": 32,
+        "batch_size": 2,
+        "num_workers": 0,
+    }
+    return MultimodalDataModule(root, **{**options, **kwargs})
+
+
+def test_every_data_config_is_tested() -> None:
+    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(CONFIG_STACKS)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_STACKS))
+def test_data_configs_give_the_batch_contract(bench: Path, name: str) -> None:
+    dm = from_config(CONFIG_STACKS[name], bench, "--data.init_args.num_workers=0")
+    dm.setup("fit")
+    assert dm.num_classes == 8 and len(dm.class_names) == 8
+    train = dm.train_dataloader()
+    for loader in (train, dm.val_dataloader()):
+        batch = next(iter(loader))
+        meta = batch["meta"]
+        size = len(meta["video_id"])  # B samples; inputs and mask have B * views rows
+        rows = size * (dm.test_views if dm.task == "clips" and loader is not train else 1)
+        assert batch["mask"].dtype == torch.bool
+        assert batch["mask"].shape == (rows, dm.window_steps)
+        for key, shape in dm.input_shapes.items():
+            assert tuple(batch["inputs"][key].shape) == (rows, *shape), key
+        assert meta["window_index"].shape == (size,) and meta["window_index"].dtype == torch.long
+        for key in ("t0", "t1", "stride", "duration"):
+            assert meta[key].shape == (size,) and meta[key].is_floating_point()
+        targets = batch["targets"]
+        if dm.task == "dense":
+            assert targets["frames"].shape == (size, dm.window_steps, 8)
+        elif dm.task == "segments":
+            assert len(targets["segments"]) == size
+            assert all(s.ndim == 2 and s.shape[1] == 3 for s in targets["segments"])
+        else:
+            assert targets["clip"].shape == (size,) and targets["clip"].dtype == torch.long
+    assert set(batch["inputs"]) >= set(dm.modalities)
+    if "boxes" in dm.modalities:
+        assert batch["inputs"]["boxes_mask"].dtype == torch.bool
+
+
+def test_targets_follow_the_annotations(bench: Path) -> None:
+    dm = make(bench, augment=None)
+    dm.setup("validate")
+    dataset = dm.datasets["val"]
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        record = dm.annotation_set.records[sample.meta["video_id"]]
+        times = sample.meta["t0"] + (np.arange(32) + 0.5) * sample.meta["stride"]
+        for k, label in enumerate(dm.class_names):
+            active = np.zeros(32, dtype=bool)
+            for s in record.segments:
+                if s.label == label:
+                    active |= (times >= s.start) & (times < s.end)
+            active &= sample.mask[0].numpy()
+            np.testing.assert_array_equal(sample.targets["frames"][:, k].numpy(), active)
+    segments = make(bench, task="segments", augment=None)
+    segments.setup("validate")
+    sample = segments.datasets["val"][0]
+    record = segments.annotation_set.records[sample.meta["video_id"]]
+    inside = [s for s in record.segments if s.end > 0.0 and s.start < 3.2]
+    assert len(sample.targets["segments"]) == len(inside)
+    first = sample.targets["segments"][0].tolist()
+    assert first[:2] == pytest.approx([inside[0].start, min(inside[0].end, 3.2)])
+    assert dm.class_names[int(first[2])] == inside[0].label
+
+
+def test_two_workers_load_batches(bench: Path) -> None:
+    dm = make(bench, num_workers=2)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert sum(len(b["meta"]["video_id"]) for b in batches) == len(dm.datasets["train"])
+    assert all(torch.isfinite(b["inputs"]["rgb"]).all() for b in batches)
+
+
+def test_evaluation_on_two_ranks_scores_every_step_once(
+    bench: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dm = make(bench, batch_size=3)
+    dm.setup("test")
+    scored: list[tuple[str, int]] = []
+    for rank in (0, 1):
+        monkeypatch.setattr(datamodule_module, "_world", lambda rank=rank: (2, rank))
+        for batch in dm.test_dataloader():
+            for row, video_id in enumerate(batch["meta"]["video_id"]):
+                t0, stride = float(batch["meta"]["t0"][row]), float(batch["meta"]["stride"][row])
+                for step in np.flatnonzero(batch["mask"][row].numpy()):
+                    scored.append((video_id, round(t0 / stride) + int(step)))
+    expected = [
+        (r.video_id, step)
+        for r in dm.subset_records("test")
+        for step in range(video_steps(r.duration, 0.1))
+    ]
+    assert sorted(scored) == sorted(expected)
+
+
+def _broken(bench: Path, tmp_path: Path) -> Path:
+    return copy_benchmark(bench, tmp_path / "broken")
+
+
+def _training_ids(root: Path) -> list[str]:
+    database = json.loads((root / "annotations" / "activitynet.json").read_text())["database"]
+    return sorted(v for v, entry in database.items() if entry["subset"] == "training")
+
+
+def test_truncated_mp4_is_named_at_setup(bench: Path, tmp_path: Path) -> None:
+    root = _broken(bench, tmp_path)
+    path = root / "videos" / f"{_training_ids(root)[0]}.mp4"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(DataError, match=str(path)) as caught:
+        make(root).setup("fit")
+    assert "Fix:" in str(caught.value)
+
+
+def test_missing_modality_file_is_named_at_setup(bench: Path, tmp_path: Path) -> None:
+    root = _broken(bench, tmp_path)
+    path = root / "pose" / f"{_training_ids(root)[1]}.npy"
+    path.unlink()
+    with pytest.raises(DataError, match=f"{path}: file not found"):
+        make(root).setup("fit")
+
+
+def test_annotated_video_without_files_is_named_at_setup(bench: Path, tmp_path: Path) -> None:
+    root = _broken(bench, tmp_path)
+    annotations = root / "annotations" / "activitynet.json"
+    data = json.loads(annotations.read_text())
+    data["database"]["ghost"] = {"subset": "training", "duration": 9.0, "annotations": []}
+    annotations.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"ghost\.mp4: file not found") as caught:
+        make(root).setup("fit")
+    assert "ghost.npy" in str(caught.value)
+
+
+def test_keypoints_of_the_wrong_shape_are_named_at_setup(bench: Path, tmp_path: Path) -> None:
+    root = _broken(bench, tmp_path)
+    path = root / "pose" / f"{_training_ids(root)[0]}.npy"
+    np.save(path, np.load(path)[:, :, :2])
+    with pytest.raises(DataError, match=f"{path}: has shape"):
+        make(root).setup("fit")
+
+
+def _with_features(bench: Path, tmp_path: Path) -> Path:
+    root = _broken(bench, tmp_path)
+    (root / "features").mkdir()
+    for path in (root / "pose").glob("*.npy"):
+        frames = np.load(path).shape[0]
+        np.save(root / "features" / path.name, np.ones((frames, 4), dtype=np.float32))
+    return root
+
+
+def test_features_with_nan_are_named_at_setup(bench: Path, tmp_path: Path) -> None:
+    root = _with_features(bench, tmp_path)
+    path = root / "features" / f"{_training_ids(root)[0]}.npy"
+    array = np.load(path)
+    array[5, 2] = np.inf
+    np.save(path, array)
+    dm = make(root, modalities={"i3d": FeatureSource("features/{video_id}.npy")})
+    with pytest.raises(DataError, match=f"{path}: holds 1 NaN/Inf"):
+        dm.setup("fit")
+
+
+def test_features_shorter_than_the_duration_are_named_at_setup(bench: Path, tmp_path: Path) -> None:
+    root = _with_features(bench, tmp_path)
+    path = root / "features" / f"{_training_ids(root)[0]}.npy"
+    np.save(path, np.load(path)[:-20])
+    dm = make(root, modalities={"i3d": FeatureSource("features/{video_id}.npy")})
+    with pytest.raises(DataError, match=f"{path}: has .* features but the annotated duration"):
+        dm.setup("fit")
+    resampled = make(
+        root, modalities={"i3d": FeatureSource("features/{video_id}.npy", resample=True)}
+    )
+    resampled.setup("fit")
+    assert resampled.datasets["train"][0].inputs["i3d"].shape == (1, 4, 32)  # one view
+
+
+def test_missing_skip_counts_and_logs(
+    bench: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _broken(bench, tmp_path)
+    ids = _training_ids(root)
+    (root / "pose" / f"{ids[0]}.npy").unlink()
+    with caplog.at_level(logging.WARNING, logger="datamodules.datamodule"):
+        dm = make(root, missing="skip")
+        dm.setup("fit")
+    assert dm.skipped["training"] == [ids[0]]
+    assert "left out 1 of" in caplog.text and ids[0] in caplog.text
+    assert ids[0] not in {r.video_id for r in dm.datasets["train"].sampler.records}
+
+
+def test_worker_errors_name_the_file(bench: Path, tmp_path: Path) -> None:
+    root = _broken(bench, tmp_path)
+    dm = make(root, num_workers=2)
+    dm.setup("fit")
+    for path in (root / "videos").glob("*.mp4"):  # broken after the up-front check
+        path.write_bytes(b"not a video")
+    with pytest.raises(DataError, match=r"videos/syn_\d+\.mp4: cannot load modality 'rgb'"):
+        next(iter(dm.train_dataloader()))
+
+
+def test_misspelt_subset_is_an_error_that_lists_the_subsets(bench: Path) -> None:
+    with pytest.raises(DataError, match=r"validaton.*training"):
+        make(bench, val_subset="validaton").setup("fit")
+
+
+class _Recorder(pl.LightningModule):
+    """Records what a Trainer feeds it; no training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, int]] = []
+
+    def validation_step(self, batch: dict, batch_index: int) -> None:
+        meta = batch["meta"]
+        for video_id, window in zip(meta["video_id"], meta["window_index"], strict=True):
+            self.seen.append((video_id, int(window)))
+
+
+def test_lightning_trainer_validates_every_window_once(bench: Path) -> None:
+    dm = make(bench, batch_size=2)
+    model = _Recorder()
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
+    trainer.validate(model, datamodule=dm, verbose=False)
+    sampler = dm.datasets["val"].sampler
+    windows = [w for i in range(len(sampler)) for w in sampler.windows(i)]
+    assert sorted(model.seen) == sorted((w.record.video_id, w.index) for w in windows)
+
+
+def test_verb_noun_clips_batch_both_heads(tmp_path: Path) -> None:
+    """EPIC-KITCHENS-style clips: a segment's verb and noun index their own vocabularies."""
+    np.save(tmp_path / "P01.npy", np.arange(60, dtype=np.float32)[:, None].repeat(2, 1))
+    segments = (
+        Segment("take cup", 1.0, 2.0, verb="take", noun="cup"),
+        Segment("wash pan", 3.0, 5.0, verb="wash", noun="pan"),
+    )
+    record = VideoRecord("P01", "validation", 6.0, segments, fps=10.0)
+    source = FeatureSource("{video_id}.npy")
+    source.bind("features", tmp_path, None)
+    dataset = UntrimmedDataset(
+        ClipWindows([record], frames=4, views=2),
+        {"features": source},
+        "clips",
+        ["take cup", "wash pan"],
+        JointTransform({"features": source}, None),
+        verb_classes=["wash", "take"],
+        noun_classes=["pan", "cup", "knife"],
+    )
+    batch = Collate({"features": source})([dataset[i] for i in range(len(dataset))])
+    assert batch["targets"]["clip"]["verb"].tolist() == [1, 0]
+    assert batch["targets"]["clip"]["noun"].tolist() == [1, 0]
+    assert batch["meta"]["window_index"].tolist() == [0, 1]  # the clip within its video
+    # the two views of each clip are contiguous rows: clip 0 at 1.0-2.0 s, clip 1 at 3.0-5.0 s
+    features = batch["inputs"]["features"]
+    assert features.shape == (4, 2, 4) and batch["mask"].shape == (4, 4)
+    np.testing.assert_allclose(features[:, 0, 0].numpy(), [10, 11, 31, 33])
