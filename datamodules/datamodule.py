@@ -292,7 +292,24 @@ class MultimodalDataModule(pl.LightningDataModule):
             JointTransform(self.modalities, self.augment if train else None),
             found.verb_classes,
             found.noun_classes,
+            self.mirror_labels(found.classes) if train else None,
         )
+
+    def mirror_labels(self, classes: tuple[str, ...]) -> dict[str, str]:
+        """Label swaps of a horizontal flip: the config's pairs, else the manifest's."""
+        if self.augment is None or not self.augment.flip:
+            return {}
+        pairs = self.augment.mirror_pairs or (self.manifest or {}).get("mirror_pairs", ())
+        mirror: dict[str, str] = {}
+        for left, right in pairs:
+            for name in (left, right):
+                if name not in classes:
+                    raise DataError(
+                        f"augment.mirror_pairs names {name!r}, which is not a class of the "
+                        f"dataset. Fix: use one of {list(classes)}"
+                    )
+            mirror.update({left: right, right: left})
+        return mirror
 
     @property
     def skipped(self) -> dict[str, list[str]]:

@@ -62,6 +62,7 @@ class UntrimmedDataset(Dataset):
         transform: the joint augmentation (`JointTransform(sources, None)` for none).
         verb_classes, noun_classes: vocabularies of verb/noun clip targets (EPIC-KITCHENS);
             empty for single-label clips.
+        mirror: label -> label it becomes when the transform flips a sample horizontally.
     """
 
     def __init__(
@@ -73,8 +74,10 @@ class UntrimmedDataset(Dataset):
         transform: JointTransform,
         verb_classes: Sequence[str] = (),
         noun_classes: Sequence[str] = (),
+        mirror: Mapping[str, str] | None = None,
     ) -> None:
         self.sampler = sampler
+        self.mirror = dict(mirror or {})
         self.sources = dict(sources)
         self.task = task
         self.class_index = {name: i for i, name in enumerate(classes)}
@@ -91,7 +94,9 @@ class UntrimmedDataset(Dataset):
         random = self.sampler.random or self.transform.augment is not None
         rng = np.random.default_rng(int(torch.randint(2**62, ()).item()) if random else 0)
         windows = self.sampler.windows(index, rng)
-        views = [self.transform(self._inputs(window), rng) for window in windows]
+        views, flips = zip(
+            *(self.transform(self._inputs(window), rng) for window in windows), strict=True
+        )
         inputs = {key: torch.stack([view[key] for view in views]) for key in views[0]}
         masks = [torch.from_numpy(w.grid.valid(_duration(w))) for w in windows]
         first = windows[0]
@@ -103,7 +108,8 @@ class UntrimmedDataset(Dataset):
             "duration": _duration(first),
             "window_index": first.index,
         }
-        return Sample(inputs, torch.stack(masks), self.targets(first, masks[0]), meta)
+        targets = self.targets(first, masks[0], mirrored=flips[0])
+        return Sample(inputs, torch.stack(masks), targets, meta)
 
     def _inputs(self, window: Window) -> dict[str, Tensor]:
         inputs: dict[str, Tensor] = {}
@@ -125,23 +131,26 @@ class UntrimmedDataset(Dataset):
                 "the file (or set `missing: skip`)"
             ) from err
 
-    def targets(self, window: Window, mask: Tensor) -> dict[str, Any]:
+    def targets(self, window: Window, mask: Tensor, mirrored: bool = False) -> dict[str, Any]:
+        index = self.class_index
+        if mirrored and self.mirror:
+            index = {name: index[self.mirror.get(name, name)] for name in index}
         if self.task == "dense":
-            return {"frames": self._frames(window, mask)}
+            return {"frames": self._frames(window, mask, index)}
         if self.task == "segments":
-            return {"segments": self._segments(window)}
-        return {"clip": self._clip(window)}
+            return {"segments": self._segments(window, index)}
+        return {"clip": self._clip(window, index)}
 
-    def _frames(self, window: Window, mask: Tensor) -> Tensor:
+    def _frames(self, window: Window, mask: Tensor, index: Mapping[str, int]) -> Tensor:
         """`(T, K)` multi-hot: class k at step i when a k segment covers the step's instant."""
         times = window.grid.times()
         frames = np.zeros((window.grid.steps, len(self.class_index)), dtype=np.float32)
         for segment in window.record.segments:
             inside = (times >= segment.start) & (times < segment.end)
-            frames[inside, self.class_index[segment.label]] = 1.0
+            frames[inside, index[segment.label]] = 1.0
         return torch.from_numpy(frames) * mask.unsqueeze(1)
 
-    def _segments(self, window: Window) -> Tensor:
+    def _segments(self, window: Window, index: Mapping[str, int]) -> Tensor:
         """`(N, 3)` segments overlapping the window, clipped to it, in seconds from `t0`."""
         length = window.grid.t1 - window.grid.t0
         rows = []
@@ -149,10 +158,10 @@ class UntrimmedDataset(Dataset):
             start = max(segment.start - window.grid.t0, 0.0)
             end = min(segment.end - window.grid.t0, length)
             if end > start:
-                rows.append((start, end, float(self.class_index[segment.label])))
+                rows.append((start, end, float(index[segment.label])))
         return torch.tensor(rows, dtype=torch.float32).reshape(-1, 3)
 
-    def _clip(self, window: Window) -> Tensor | dict[str, Tensor]:
+    def _clip(self, window: Window, index: Mapping[str, int]) -> Tensor | dict[str, Tensor]:
         clip = window.clip
         if clip is None:
             raise ValueError("the clips task needs windows from ClipWindows")
@@ -161,7 +170,7 @@ class UntrimmedDataset(Dataset):
                 "verb": torch.tensor(self.verb_index[str(clip.verb)]),
                 "noun": torch.tensor(self.noun_index[str(clip.noun)]),
             }
-        return torch.tensor(self.class_index[clip.label])
+        return torch.tensor(index[clip.label])
 
 
 class Collate:

@@ -34,11 +34,15 @@ class Augment:
         min_scale: smallest crop, as a fraction of the frame side (1 disables cropping).
         flip: mirror half of the samples horizontally.
         colour_jitter: strength of the RGB jitter, factors drawn from `[1 - j, 1 + j]` (0 = off).
+        mirror_pairs: classes that trade places under a horizontal flip (`[walk_left,
+            walk_right]`, Something-Something's "left to right" / "right to left"), so a flip
+            never teaches a wrong label. The synthetic benchmark's manifest supplies its own.
     """
 
     min_scale: float = 0.8
     flip: bool = True
     colour_jitter: float = 0.2
+    mirror_pairs: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.min_scale <= 1 or not 0 <= self.colour_jitter < 1:
@@ -83,9 +87,12 @@ class JointTransform:
         self.sources = dict(sources)
         self.augment = augment
 
-    def __call__(self, inputs: dict[str, Tensor], rng: np.random.Generator) -> dict[str, Tensor]:
+    def __call__(
+        self, inputs: dict[str, Tensor], rng: np.random.Generator
+    ) -> tuple[dict[str, Tensor], bool]:
+        """The transformed inputs, and whether they were mirrored (labels may have to swap)."""
         if self.augment is None:
-            return inputs
+            return inputs, False
         params = SpatialParams.draw(self.augment, rng)
         out = dict(inputs)
         for name, source in self.sources.items():
@@ -99,7 +106,7 @@ class JointTransform:
             elif source.kind == "boxes":
                 mask_name = f"{name}_mask"
                 out[name], out[mask_name] = crop_boxes(inputs[name], inputs[mask_name], params)
-        return out
+        return out, params.flip
 
 
 def crop_images(images: Tensor, params: SpatialParams) -> Tensor:

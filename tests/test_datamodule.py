@@ -17,10 +17,16 @@ from datamodules.annotations import Segment, VideoRecord
 from datamodules.data_check import build_parser
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.dataset import Collate, UntrimmedDataset
-from datamodules.grid import video_steps
-from datamodules.sampling import ClipWindows
-from datamodules.sources import DataError, FeatureSource, KeypointSource, VideoSource
-from datamodules.transforms import JointTransform
+from datamodules.grid import TimeGrid, video_steps
+from datamodules.sampling import ClipWindows, Window
+from datamodules.sources import (
+    DataError,
+    FeatureSource,
+    FlowSource,
+    KeypointSource,
+    VideoSource,
+)
+from datamodules.transforms import Augment, JointTransform
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import copy_benchmark, tiny_benchmark
 
@@ -116,6 +122,36 @@ def test_targets_follow_the_annotations(bench: Path) -> None:
     first = sample.targets["segments"][0].tolist()
     assert first[:2] == pytest.approx([inside[0].start, min(inside[0].end, 3.2)])
     assert dm.class_names[int(first[2])] == inside[0].label
+
+
+def test_flipped_training_samples_swap_mirrored_labels(bench: Path) -> None:
+    """A horizontal flip mirrors the video, so walk_left and walk_right trade targets (the pairs
+    come from the synthetic manifest); other classes keep theirs, and flow x changes sign."""
+    flip_only = Augment(min_scale=1.0, flip=True, colour_jitter=0.0)
+    flow = {"flow": FlowSource(size=32)}
+    dm = make(bench, augment=flip_only, modalities=flow, centre_on_action=1.0)
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    left, right = dm.class_names.index("walk_left"), dm.class_names.index("walk_right")
+    order = list(range(len(dm.class_names)))
+    order[left], order[right] = right, left
+    seen = {True: 0, False: 0}
+    torch.manual_seed(0)
+    for index in list(range(len(dataset))) * 10:
+        sample = dataset[index]
+        record = dm.annotation_set.records[sample.meta["video_id"]]
+        window = Window(record, TimeGrid(sample.meta["t0"], sample.meta["t1"], 32), 0)
+        plain = dataset.sources["flow"].load(record, window.grid)["flow"]
+        flipped = torch.allclose(sample.inputs["flow"][0, 0], -plain[0].flip(-1), atol=1e-5)
+        assert flipped != torch.allclose(sample.inputs["flow"][0, 0], plain[0], atol=1e-5)
+        expected = dataset.targets(window, sample.mask[0])["frames"]
+        expected = expected[:, order] if flipped else expected
+        torch.testing.assert_close(sample.targets["frames"], expected)
+        walking = bool(expected[:, [left, right]].any())
+        seen[flipped] += walking
+    assert seen[True] and seen[False], "need flipped and plain windows with walking in them"
+    with pytest.raises(DataError, match="not a class of the dataset"):
+        make(bench, augment=Augment(mirror_pairs=(("walk_left", "moonwalk"),))).setup("fit")
 
 
 def test_two_workers_load_batches(bench: Path) -> None:

@@ -33,6 +33,9 @@ CLASS_NAMES: tuple[str, ...] = tuple(action.name for action in ACTIONS)
 BODY_ACTIONS: tuple[str, ...] = tuple(a.name for a in ACTIONS if a.track == "body")
 ARM_ACTIONS: tuple[str, ...] = tuple(a.name for a in ACTIONS if a.track == "arms")
 
+MIRROR_PAIRS: tuple[tuple[str, str], ...] = (("walk_left", "walk_right"),)
+"""Classes that trade places when a video is mirrored horizontally (for flip augmentation)."""
+
 JOINTS: tuple[str, ...] = (
     "head",
     "neck",

@@ -32,13 +32,20 @@ import numpy as np
 
 from datamodules.annotations import Segment, VideoRecord
 from datamodules.flow import FLOW_BOUND_PX, compute_flow, quantize_flow
-from datamodules.synthetic.actions import ACTIONS, BONES, CLASS_NAMES, JOINTS, OBJECT_CATEGORIES
+from datamodules.synthetic.actions import (
+    ACTIONS,
+    BONES,
+    CLASS_NAMES,
+    JOINTS,
+    MIRROR_PAIRS,
+    OBJECT_CATEGORIES,
+)
 from datamodules.synthetic.kinematics import simulate
 from datamodules.synthetic.observations import detections, keypoints
 from datamodules.synthetic.render import render_frames
 from datamodules.video_io import write_video
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SUBSETS = ("training", "validation", "testing")
 SUBSET_FRACTIONS = (0.6, 0.2, 0.2)
 MANIFEST = "benchmark.json"
@@ -241,6 +248,7 @@ def manifest(config: SyntheticConfig, records: list[VideoRecord]) -> dict:
         "classes": [
             {"name": a.name, "track": a.track, "description": a.description} for a in ACTIONS
         ],
+        "mirror_pairs": [list(pair) for pair in MIRROR_PAIRS],
         "modalities": {
             "rgb": {"path": MODALITY_PATHS["rgb"], "format": "H.264 mp4, yuv420p, crf 18"},
             "flow": {
