@@ -36,6 +36,7 @@ from datamodules.annotations import AnnotationSet, VideoRecord, read_annotations
 from datamodules.dataset import Collate, Task, UntrimmedDataset
 from datamodules.sampling import ClipWindows, EvalShardSampler, EvalWindows, TrainWindows
 from datamodules.sources.base import DataError, Problem, Source
+from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark, is_complete
 from datamodules.transforms import Augment, JointTransform
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,10 @@ class MultimodalDataModule(pl.LightningDataModule):
         root: the dataset folder; relative file paths are under it.
         modalities: modality name -> source (`datamodules.sources`); the names are the keys of
             `batch["inputs"]`. For the synthetic benchmark use rgb, flow, pose and boxes.
+        load: the configured modalities this run reads (default: all), so that one data
+            config serves every teacher and student: a flow teacher sets `load: [flow]`.
+        synthetic: generate the synthetic benchmark with these options under `root` unless a
+            complete one generated with them is there (self-contained smoke configs and demos).
         task: `dense`, `segments` or `clips`.
         annotations: annotation file(s) under root (several are merged, e.g. Charades' train
             and test CSVs); default for the synthetic benchmark: its ActivityNet JSON.
@@ -111,15 +116,28 @@ class MultimodalDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 2,
         missing: Literal["error", "skip"] = "error",
+        load: list[str] | None = None,
+        synthetic: SyntheticConfig | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
             raise DataError("no modalities configured. Fix: list at least one under modalities")
+        unknown = sorted(set(load or ()) - set(modalities))
+        if unknown:
+            raise DataError(
+                f"load names {unknown}, which are not configured modalities. Fix: use some of "
+                f"{sorted(modalities)}"
+            )
+        if load is not None:
+            modalities = {name: modalities[name] for name in load}
         if task != "clips" and (window_seconds is None or window_seconds <= 0):
             raise DataError(f"task {task!r} needs window_seconds > 0. Fix: set window_seconds")
         if window_steps < 1 or batch_size < 1 or num_workers < 0:
             raise ValueError("need window_steps >= 1, batch_size >= 1 and num_workers >= 0")
         self.root = Path(root)
+        if synthetic is not None and not is_complete(self.root, synthetic):
+            log.info("generating the synthetic benchmark under %s", self.root)
+            generate_benchmark(self.root, synthetic)
         self.manifest = _read_manifest(self.root)
         self.modalities = dict(modalities)
         for name, source in self.modalities.items():

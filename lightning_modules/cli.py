@@ -31,6 +31,10 @@ PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
         "datamodules.data_check:main",
         "pre-flight check of a dataset config: files, lengths, labels",
     ),
+    "extract-features": (
+        "lightning_modules.feature_extraction:main",
+        "write a trained encoder's T x D features for whole videos",
+    ),
 }
 
 

@@ -49,10 +49,11 @@ class Task:
 
     @staticmethod
     def compute_metrics(metrics: nn.ModuleDict) -> dict[str, float]:
-        """Every metric's values as a flat `{name: float}` (names as `crossdistill evaluate`)."""
+        """Every metric's values as a flat `{name: float}` (names as `crossdistill evaluate`; a
+        metric with a single value is named by its key, e.g. `ece`)."""
         flat: dict[str, float] = {}
-        for metric in metrics.values():
+        for key, metric in metrics.items():
             value = metric.compute()
-            items = value.items() if isinstance(value, dict) else [(type(metric).__name__, value)]
+            items = value.items() if isinstance(value, dict) else [(key, value)]
             flat.update({name: float(v) for name, v in items})
         return flat

@@ -1,0 +1,142 @@
+"""`crossdistill extract-features`: a trained encoder's features for whole videos, as `T x D` npy.
+
+This is how I3D features are made for the real benchmarks, done with our own encoders: a
+backbone trained on one modality (usually on trimmed clips) runs over every video of every
+subset in non-overlapping evaluation tiles, and its per-step embeddings are put back on the
+video's grid, optionally averaged over `pool` steps. Feature-level detection (Dai et al.'s PDAN,
+Lee et al.'s ActionFormer-style detector) then trains in seconds instead of decoding video.
+
+Output folder: `<video_id>.npy` (float32, `ceil(T / pool) x D`) per video, and `meta.json` with
+the `FeatureSource` settings that read them back (`fps`, `stride` and `window` in frames), the
+encoder, and the checkpoint's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
+from torch.utils.data import DataLoader
+
+from datamodules.datamodule import MultimodalDataModule
+from datamodules.dataset import Collate
+from datamodules.sources import DataError
+
+_OTHER_KEYS = ("model", "trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="crossdistill extract-features",
+        description="Run a trained encoder (from a TeacherModule checkpoint) over whole videos "
+        "and write T x D npy features per video plus meta.json.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="data config file(s), as for fit")
+    parser.add_subclass_arguments(MultimodalDataModule, "data", required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="TeacherModule checkpoint")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--pool", type=int, default=1, help="grid steps averaged per feature")
+    for key in _OTHER_KEYS:
+        parser.add_argument(f"--{key}", type=Any, default=None, help="ignored here")
+    return parser
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: torch.nn.Module, datamodule: MultimodalDataModule, out: Path, pool: int = 1
+) -> dict[str, np.ndarray]:
+    """Features of every video of the datamodule's subsets, written under `out`."""
+    if pool < 1:
+        raise ValueError(f"pool must be >= 1, got {pool}")
+    encoder.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    roles = [r for r in ("train", "val", "test") if datamodule.subsets[r] is not None]
+    names = {datamodule.subsets[r]: r for r in roles}  # one pass per distinct subset name
+    features: dict[str, np.ndarray] = {}
+    for role in names.values():
+        report = datamodule.inspect(role)
+        if report.all_problems:
+            raise DataError(
+                f"cannot extract features of subset {report.name!r}: "
+                f"{report.all_problems[0]}. Fix: run `crossdistill data-check` with this config"
+            )
+        dataset = datamodule.dataset("test", report.usable)
+        loader = DataLoader(
+            dataset, batch_size=datamodule.batch_size, collate_fn=Collate(datamodule.modalities)
+        )
+        for batch in loader:
+            embeddings = encoder(batch["inputs"], batch["mask"]).float()  # (B, C, T)
+            _place(features, embeddings, batch)
+    for video_id, steps in features.items():
+        np.save(out / f"{video_id}.npy", _pool(steps, pool))
+    return features
+
+
+def _place(features: dict[str, np.ndarray], embeddings: torch.Tensor, batch: dict) -> None:
+    meta = batch["meta"]
+    for b, video_id in enumerate(meta["video_id"]):
+        stride = float(meta["stride"][b])
+        total = round(float(meta["duration"][b]) / stride)
+        first = round(float(meta["t0"][b]) / stride)
+        array = features.setdefault(video_id, np.zeros((total, embeddings.shape[1]), np.float32))
+        valid = batch["mask"][b].numpy()
+        window = embeddings[b][:, valid].T.numpy()[: max(0, total - first)]
+        array[first : first + len(window)] = window
+
+
+def _pool(steps: np.ndarray, pool: int) -> np.ndarray:
+    """Average every `pool` steps (the last group may be shorter)."""
+    if pool == 1:
+        return steps
+    groups = math.ceil(len(steps) / pool)
+    return np.stack([steps[g * pool : (g + 1) * pool].mean(axis=0) for g in range(groups)])
+
+
+def main(argv: list[str]) -> int:
+    from lightning_modules.teacher import TeacherModule
+
+    parser = build_parser()
+    config = parser.parse_args(argv)
+    datamodule = parser.instantiate(config).data
+    if datamodule.task != "dense":
+        print(
+            "extract-features: use a dense data config (evaluation tiles over whole videos)",
+            file=sys.stderr,
+        )
+        return 2
+    module = TeacherModule.load_from_checkpoint(config.checkpoint, map_location="cpu")
+    encoder = module.model.encoder
+    features = extract_features(encoder, datamodule, config.out, config.pool)
+    example = next(iter(datamodule.annotation_set.records.values()))
+    stride_s = datamodule.window_seconds / datamodule.window_steps
+    fps = float(example.fps or 0) or 1.0 / stride_s
+    frames = round(stride_s * fps) * config.pool
+    meta = {
+        "fps": fps,
+        "stride": frames,
+        "window": frames,
+        "feature_dim": int(next(iter(features.values())).shape[1]),
+        "videos": len(features),
+        "encoder": f"{type(encoder).__module__}.{type(encoder).__name__}",
+        "checkpoint": str(config.checkpoint),
+        "checkpoint_sha256": file_sha256(config.checkpoint),
+        "data_root": str(datamodule.root),
+    }
+    (config.out / "meta.json").write_text(json.dumps(meta, indent=1))
+    print(f"wrote features of {len(features)} videos ({meta['feature_dim']}-d) to {config.out}")
+    return 0
