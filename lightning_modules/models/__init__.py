@@ -2,6 +2,7 @@
 
 from lightning_modules.models.boxes import BoxLayoutTransformer
 from lightning_modules.models.clip_head import ClipHead
+from lightning_modules.models.decomposed import DecomposedStudent, LocalAttentiveFusion
 from lightning_modules.models.encoder import ModalityEncoder
 from lightning_modules.models.features import FeatureProjection
 from lightning_modules.models.keypoints import KeypointGCN
@@ -20,8 +21,10 @@ __all__ = [
     "BoxLayoutTransformer",
     "ClipHead",
     "ConvPyramid",
+    "DecomposedStudent",
     "FeatureProjection",
     "KeypointGCN",
+    "LocalAttentiveFusion",
     "ModalityEncoder",
     "ModelOutput",
     "SegmentHead",

@@ -1,0 +1,191 @@
+"""Multimodal teachers (Radevski, Grujicic, Blaschko, Moens, Tuytelaars, "Multimodal
+Distillation for Egocentric Action Recognition", ICCV 2023): the teacher is a fixed-weight
+ensemble of frozen unimodal teachers' logits, distilled into an RGB student.
+
+The ensemble is a weighted sum of the teachers' logits per head (a single tensor, or a dict per
+head such as `verb`/`noun`), with weights that are fixed, never learned:
+
+- `uniform`: 1/K each (the authors' default);
+- `per_sample`: for each sample, the softmin over teachers of each teacher's cross-entropy on
+  the sample's label (a teacher that is right about this sample counts more);
+- `held_out`: one vector from a part of the training set held out from teacher training,
+  given in the config; `held_out_weights` computes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_modules.distillation.base import (
+    Objective,
+    logit_heads,
+    logit_kd,
+    logit_mask,
+    softmax_kd,
+)
+from lightning_modules.models.outputs import ModelOutput
+
+Logits = Tensor | Mapping[str, Tensor]
+Weighting = Literal["uniform", "per_sample", "held_out"]
+
+
+def _by_head(teacher_logits: Mapping[str, Logits]) -> dict[str, dict[str, Tensor]]:
+    """`{head: {teacher: (N, K) float32}}`, checking that every teacher has the same heads."""
+    if not teacher_logits:
+        raise ValueError("an ensemble needs at least one teacher")
+    heads: dict[str, dict[str, Tensor]] = {}
+    for teacher, logits in teacher_logits.items():
+        per_head = logit_heads(logits)
+        if heads and per_head.keys() != heads.keys():
+            raise ValueError(
+                f"teacher {teacher!r} has heads {sorted(per_head)}, not {sorted(heads)}"
+            )
+        for head, value in per_head.items():
+            heads.setdefault(head, {})[teacher] = value.float()
+    return heads
+
+
+def _row_labels(labels: Tensor, rows: int) -> Tensor:
+    """Labels for `rows` rows of logits: test views fold `V` contiguous rows per sample."""
+    if rows % len(labels):
+        raise ValueError(f"{rows} rows of logits are not views of {len(labels)} labelled samples")
+    return labels.repeat_interleave(rows // len(labels))
+
+
+def _labels_by_head(labels: Tensor | Mapping[str, Tensor], heads: Mapping[str, Any]) -> dict:
+    """The labels as a dict per head, in the logits' structure (`batch["targets"]["clip"]`)."""
+    per_head = logit_heads(labels)
+    if per_head.keys() != heads.keys():
+        raise ValueError(f"label heads {sorted(per_head)} differ from logit heads {sorted(heads)}")
+    return per_head
+
+
+def _cross_entropies(logits: Mapping[str, Tensor], labels: Tensor) -> Tensor:
+    """`(M, N)` cross-entropy of each teacher's logits on each row's label."""
+    return torch.stack(
+        [
+            F.cross_entropy(z, _row_labels(labels, len(z)).to(z.device), reduction="none")
+            for z in logits.values()
+        ]
+    )
+
+
+def sample_weights(logits: Mapping[str, Tensor], labels: Tensor) -> Tensor:
+    """Per-sample weights `(M, N)` of `M` teachers' `(N, K)` logits of one head: the softmin
+    over teachers of each teacher's cross-entropy on the label."""
+    return (-_cross_entropies(logits, labels)).softmax(dim=0)
+
+
+def held_out_weights(
+    teacher_logits: Mapping[str, Logits], labels: Tensor | Mapping[str, Tensor]
+) -> dict[str, float]:
+    """One weight per teacher from its logits on a held-out split (all batches concatenated).
+
+    Our choice: the softmin over teachers of each teacher's mean cross-entropy on the split
+    (averaged over heads for multi-head models), the per-sample rule aggregated over the
+    split. It rewards calibrated confidence, not only accuracy, and never gives a teacher
+    zero weight.
+    """
+    heads = _by_head(teacher_logits)
+    labels_by_head = _labels_by_head(labels, heads)
+    mean_ce = torch.stack(
+        [_cross_entropies(heads[h], labels_by_head[h]).mean(dim=1) for h in heads]
+    ).mean(dim=0)
+    weights = (-mean_ce).softmax(dim=0)
+    return {name: float(w) for name, w in zip(teacher_logits, weights, strict=True)}
+
+
+def _fixed_weights(weights: Mapping[str, float], names: list[str]) -> Tensor:
+    """The configured vector over `names`, normalised to sum to one (extra names ignored)."""
+    missing = [name for name in names if name not in weights]
+    if missing:
+        raise KeyError(f"held-out weights give no weight for teachers {missing}")
+    values = torch.tensor([float(weights[name]) for name in names])
+    if (values < 0).any() or values.sum() <= 0:
+        raise ValueError(f"held-out weights must be non-negative and not all zero: {weights}")
+    return values / values.sum()
+
+
+def ensemble_logits(
+    teacher_logits: Mapping[str, Logits],
+    weighting: Weighting = "uniform",
+    labels: Tensor | Mapping[str, Tensor] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> Logits:
+    """The multimodal teacher: per head, the weighted sum of the teachers' logits.
+
+    `teacher_logits` maps teacher name to its logits, `(N, K)` or a dict of them per head.
+    `per_sample` needs `labels` (`batch["targets"]["clip"]`), `held_out` needs `weights`.
+    Returns float32 logits in the teachers' structure; also what the table's "multimodal
+    teacher" row evaluates.
+    """
+    heads = _by_head(teacher_logits)
+    names = list(teacher_logits)
+    if weighting == "per_sample":
+        if labels is None:
+            raise ValueError("per-sample weighting needs the labels")
+        labels_by_head = _labels_by_head(labels, heads)
+    elif weighting == "held_out":
+        if weights is None:
+            raise ValueError("held-out weighting needs the weights vector")
+        fixed = _fixed_weights(weights, names)
+    elif weighting != "uniform":
+        raise ValueError(f"unknown weighting {weighting!r}")
+    fused = {}
+    for head, logits in heads.items():
+        stacked = torch.stack([logits[name] for name in names])  # (M, N, K)
+        if weighting == "per_sample":
+            w = sample_weights(logits, labels_by_head[head])[..., None]
+        elif weighting == "held_out":
+            w = fixed.to(stacked.device)[:, None, None]
+        else:
+            w = torch.full((len(names), 1, 1), 1.0 / len(names), device=stacked.device)
+        fused[head] = (w * stacked).sum(dim=0)
+    return fused[""] if "" in fused else fused
+
+
+class EnsembleLogitKD(Objective):
+    """Radevski et al.'s loss: `T² · KL(softmax(z_ens/T) ‖ softmax(z_s/T))` per head, averaged
+    over heads, with `z_ens` the fixed-weight ensemble of the teachers' logits (T = 1 by
+    default, as the authors). The λ_GT · CE part is the task loss, added by the DistillModule.
+
+    Args:
+        weighting: `uniform`, `per_sample` (reads `batch["targets"]["clip"]`) or `held_out`.
+        weights: teacher name -> weight, for `held_out` only (from `held_out_weights`).
+        temperature: softmax temperature T.
+        teachers: the teachers in the ensemble (default: all).
+    Reads `logits` of the student and of every teacher.
+    """
+
+    def __init__(
+        self,
+        weighting: Weighting = "uniform",
+        weights: dict[str, float] | None = None,
+        temperature: float = 1.0,
+        teachers: list[str] | None = None,
+        name: str = "ensemble_kd",
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__(name, weight, teachers)
+        if weighting not in ("uniform", "per_sample", "held_out"):
+            raise ValueError(f"unknown weighting {weighting!r}")
+        if (weighting == "held_out") != (weights is not None):
+            raise ValueError("give `weights` exactly when weighting is 'held_out'")
+        self.weighting, self.weights, self.temperature = weighting, weights, temperature
+
+    def compute(
+        self, student: ModelOutput, teachers: dict[str, ModelOutput], batch: Mapping[str, Any]
+    ) -> Tensor:
+        labels = batch["targets"]["clip"] if self.weighting == "per_sample" else None
+        target = ensemble_logits(
+            {name: teacher.logits for name, teacher in teachers.items()},
+            self.weighting,
+            labels,
+            self.weights,
+        )
+        return logit_kd(student.logits, target, logit_mask(student), softmax_kd, self.temperature)

@@ -1,0 +1,118 @@
+"""Radevski et al.'s multimodal teacher: the three weightings and the loss, against direct
+computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_modules.distillation import (
+    EnsembleLogitKD,
+    ensemble_logits,
+    held_out_weights,
+    sample_weights,
+)
+from lightning_modules.models import ModelOutput
+
+
+def clip(logits) -> ModelOutput:
+    rows = logits if isinstance(logits, torch.Tensor) else next(iter(logits.values()))
+    return ModelOutput(
+        embeddings=torch.zeros(len(rows), 2, 3),
+        logits=logits,
+        mask=torch.ones(len(rows), 3, dtype=torch.bool),
+    )
+
+
+def test_uniform_is_the_mean_of_the_teachers_logits_per_head() -> None:
+    torch.manual_seed(0)
+    a = {"verb": torch.randn(3, 5), "noun": torch.randn(3, 4)}
+    b = {"verb": torch.randn(3, 5), "noun": torch.randn(3, 4)}
+    fused = ensemble_logits({"rgb": a, "flow": b})
+    assert set(fused) == {"verb", "noun"}
+    for head in fused:
+        torch.testing.assert_close(fused[head], (a[head] + b[head]) / 2)
+
+
+def test_per_sample_weights_are_a_softmin_of_cross_entropy_and_favour_the_right_teacher() -> None:
+    labels = torch.tensor([0, 1])
+    right_on_0 = torch.tensor([[4.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    right_on_1 = torch.tensor([[0.0, 0.0, 1.0], [0.0, 3.0, 0.0]])
+    logits = {"rgb": right_on_0, "flow": right_on_1}
+    weights = sample_weights(logits, labels)
+    for row in range(2):
+        ce = [-F.log_softmax(z[row], -1)[labels[row]].item() for z in logits.values()]
+        expected = [math.exp(-c) / sum(math.exp(-d) for d in ce) for c in ce]
+        assert weights[:, row].tolist() == pytest.approx(expected, rel=1e-5)
+    assert weights[0, 0] > weights[1, 0] and weights[1, 1] > weights[0, 1]
+    fused = ensemble_logits(logits, "per_sample", labels)
+    torch.testing.assert_close(
+        fused, weights[0, :, None] * right_on_0 + weights[1, :, None] * right_on_1
+    )
+
+
+def test_per_sample_weights_repeat_labels_over_folded_views() -> None:
+    torch.manual_seed(0)
+    logits = {"rgb": torch.randn(6, 4), "flow": torch.randn(6, 4)}
+    labels = torch.tensor([0, 3])  # 2 samples x 3 views
+    torch.testing.assert_close(
+        sample_weights(logits, labels), sample_weights(logits, labels.repeat_interleave(3))
+    )
+
+
+def test_held_out_weights_softmin_of_mean_cross_entropy_averaged_over_heads() -> None:
+    torch.manual_seed(0)
+    labels = {"verb": torch.randint(0, 5, (8,)), "noun": torch.randint(0, 4, (8,))}
+    good = {
+        h: F.one_hot(y, k).float() * 5 for (h, y), k in zip(labels.items(), (5, 4), strict=True)
+    }
+    bad = {"verb": torch.randn(8, 5), "noun": torch.randn(8, 4)}
+    weights = held_out_weights({"rgb": good, "boxes": bad}, labels)
+    mean_ce = {
+        name: sum(F.cross_entropy(z[h], labels[h]).item() for h in labels) / 2
+        for name, z in (("rgb", good), ("boxes", bad))
+    }
+    norm = sum(math.exp(-c) for c in mean_ce.values())
+    assert weights == pytest.approx({n: math.exp(-c) / norm for n, c in mean_ce.items()})
+    assert weights["rgb"] > weights["boxes"]
+
+
+def test_held_out_weighting_normalises_the_configured_vector() -> None:
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    fused = ensemble_logits({"rgb": a, "flow": b}, "held_out", weights={"rgb": 1.0, "flow": 3.0})
+    torch.testing.assert_close(fused, 0.25 * a + 0.75 * b)
+    with pytest.raises(KeyError, match="flow"):
+        ensemble_logits({"rgb": a, "flow": b}, "held_out", weights={"rgb": 1.0})
+
+
+def test_loss_is_t_squared_kl_to_the_ensemble_averaged_over_heads() -> None:
+    torch.manual_seed(0)
+    heads = {"verb": 5, "noun": 4}
+    student = {h: torch.randn(3, k) for h, k in heads.items()}
+    teachers = {n: {h: torch.randn(3, k) for h, k in heads.items()} for n in ("rgb", "flow")}
+    labels = {h: torch.randint(0, k, (3,)) for h, k in heads.items()}
+    objective = EnsembleLogitKD("per_sample", temperature=2.0)
+    loss = objective(
+        clip(student), {n: clip(z) for n, z in teachers.items()}, {"targets": {"clip": labels}}
+    )
+    expected = []
+    for head in heads:
+        w = sample_weights({n: z[head] for n, z in teachers.items()}, labels[head])
+        target = w[0, :, None] * teachers["rgb"][head] + w[1, :, None] * teachers["flow"][head]
+        kl = F.kl_div(
+            F.log_softmax(student[head] / 2, -1), F.softmax(target / 2, -1), reduction="batchmean"
+        )
+        expected.append(4 * kl.item())
+    assert loss.item() == pytest.approx(sum(expected) / 2, rel=1e-5)
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ValueError, match="held_out"):
+        EnsembleLogitKD("held_out")
+    with pytest.raises(ValueError, match="held_out"):
+        EnsembleLogitKD("uniform", weights={"rgb": 1.0})
+    with pytest.raises(ValueError, match="labels"):
+        ensemble_logits({"rgb": torch.zeros(2, 3)}, "per_sample")
