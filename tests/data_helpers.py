@@ -69,3 +69,23 @@ def read_indices(rgb: torch.Tensor) -> np.ndarray:
     low = np.rint((pixels[:, height // 4, :].mean(-1) - 8) / 16).astype(int)
     high = np.rint((pixels[:, 3 * height // 4, :].mean(-1) - 8) / 16).astype(int)
     return high * 16 + low
+
+
+FEATURE_DIMS = {"rgb": 128, "flow": 128, "pose": 64}
+
+
+def with_random_features(root: Path, destination: Path) -> Path:
+    """A copy of a benchmark with random `features/<modality>/<id>.npy` (one row per frame), as
+    `configs/data/synthetic_features.yaml` expects; for exercising feature-level configs."""
+    import json
+
+    copy = copy_benchmark(root, destination)
+    database = json.loads((copy / "annotations" / "activitynet.json").read_text())["database"]
+    rng = np.random.default_rng(0)
+    for modality, dim in FEATURE_DIMS.items():
+        folder = copy / "features" / modality
+        folder.mkdir(parents=True)
+        for video_id, video in database.items():
+            steps = round(video["duration"] * video["fps"])
+            np.save(folder / f"{video_id}.npy", rng.normal(size=(steps, dim)).astype(np.float32))
+    return copy

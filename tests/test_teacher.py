@@ -15,7 +15,7 @@ from pytorch_lightning.cli import LightningCLI
 
 from lightning_modules.evaluate import main as evaluate_main
 from tests.conftest import REPO_ROOT
-from tests.data_helpers import tiny_benchmark
+from tests.data_helpers import tiny_benchmark, with_random_features
 
 CONFIGS = REPO_ROOT / "configs"
 DATA_STACKS = {
@@ -30,6 +30,18 @@ CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_benchmark(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def feature_bench(bench: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return with_random_features(bench, tmp_path_factory.mktemp("features") / "bench")
+
+
+def data_stack(config: Path) -> list[str]:
+    """The data configs a teacher config is composed after, from its name."""
+    if "_features_" in config.stem:
+        return ["data/synthetic_features.yaml"]
+    return DATA_STACKS[config.stem.split("_")[0]]
 
 
 def cli(args: list[str]) -> LightningCLI:
@@ -59,12 +71,14 @@ def teacher_configs() -> list[Path]:
 
 
 @pytest.mark.parametrize("config", teacher_configs(), ids=lambda p: p.stem)
-def test_every_teacher_config_trains_one_batch(config: Path, bench: Path, tmp_path: Path) -> None:
-    stack = DATA_STACKS[config.stem.split("_")[0]]
-    args = [a for name in stack for a in ("--config", str(CONFIGS / name))]
+def test_every_teacher_config_trains_one_batch(
+    config: Path, bench: Path, feature_bench: Path, tmp_path: Path
+) -> None:
+    root = feature_bench if "_features_" in config.stem else bench
+    args = [a for name in data_stack(config) for a in ("--config", str(CONFIGS / name))]
     built = cli([
         *args, "--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config", str(config),
-        f"--data.init_args.root={bench}", "--data.init_args.num_workers=0",
+        f"--data.init_args.root={root}", "--data.init_args.num_workers=0",
         "--data.init_args.batch_size=2", "--trainer.fast_dev_run=1",
         f"--trainer.default_root_dir={tmp_path}",
     ])  # fmt: skip

@@ -1,0 +1,110 @@
+"""DistillModule: teachers frozen by construction, every objective term logged, the student's
+checkpoint free of teachers, mixed precision; through the configs in configs/distill/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_modules.distill import DistillModule
+from tests.conftest import REPO_ROOT
+from tests.data_helpers import tiny_benchmark, with_random_features
+from tests.test_teacher import cli
+
+CONFIGS = REPO_ROOT / "configs"
+FEATURES = ["--config", str(CONFIGS / "data" / "synthetic_features.yaml")]
+
+
+@pytest.fixture(scope="module")
+def feature_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bench = tiny_benchmark(tmp_path_factory)
+    return with_random_features(bench, tmp_path_factory.mktemp("distill") / "bench")
+
+
+def common(root: Path, runs: Path) -> list[str]:
+    return [
+        f"--data.init_args.root={root}", "--data.init_args.batch_size=2",
+        f"--trainer.default_root_dir={runs}", "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoints(feature_bench: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Flow and pose feature teachers, one training step each, saved as checkpoints."""
+    checkpoints = {}
+    for modality in ("flow", "pose"):
+        runs = tmp_path_factory.mktemp(f"teacher_{modality}")
+        config = CONFIGS / "teacher" / f"dense_features_{modality}.yaml"
+        built = cli([*FEATURES, "--config", str(config), *common(feature_bench, runs),
+                     "--trainer.max_steps=1"])  # fmt: skip
+        built.trainer.fit(built.model, built.datamodule)
+        path = runs / f"{modality}.ckpt"
+        built.trainer.save_checkpoint(path)
+        checkpoints[modality] = path
+    return checkpoints
+
+
+def distill_configs() -> list[Path]:
+    return sorted((CONFIGS / "distill").glob("*.yaml"))
+
+
+def build(config: Path, root: Path, runs: Path, teachers: dict, *extra: str):
+    overrides = [f"--model.init_args.teachers.{name}={path}" for name, path in teachers.items()]
+    return cli([*FEATURES, "--config", str(config), *common(root, runs), *overrides, *extra])
+
+
+@pytest.mark.parametrize("config", distill_configs(), ids=lambda p: p.stem)
+def test_distill_config_trains_with_frozen_teachers(
+    config: Path, feature_bench: Path, teacher_checkpoints: dict, tmp_path: Path
+) -> None:
+    built = build(config, feature_bench, tmp_path, teacher_checkpoints, "--trainer.max_steps=3")
+    module: DistillModule = built.model
+    frozen = {
+        name: {k: v.clone() for k, v in teacher.state_dict().items()}
+        for name, teacher in module.teachers.items()
+    }
+    built.trainer.fit(module, built.datamodule)
+
+    for name, teacher in module.teachers.items():
+        assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+        for key, value in teacher.state_dict().items():
+            assert torch.equal(value, frozen[name][key]), f"teacher {name} changed: {key}"
+    optimised = {
+        id(p) for group in built.trainer.optimizers[0].param_groups for p in group["params"]
+    }
+    assert not any(id(p) in optimised for t in module.teachers.values() for p in t.parameters())
+    assert any(id(p) in optimised for p in module.objectives.parameters()) or not list(
+        module.objectives.parameters()
+    )
+
+    logged = built.trainer.callback_metrics
+    for objective in module.objectives:
+        assert f"train/{objective.name}" in logged and torch.isfinite(
+            logged[f"train/{objective.name}"]
+        )
+    assert "train/task" in logged and "val/frame_mAP" in logged
+
+    path = tmp_path / "student.ckpt"
+    built.trainer.save_checkpoint(path)
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    assert state and all(k.startswith(("model.", "objectives.")) for k in state), sorted(state)[:5]
+
+
+def test_bf16_mixed_distillation_has_finite_fp32_terms(
+    feature_bench: Path, teacher_checkpoints: dict, tmp_path: Path
+) -> None:
+    config = CONFIGS / "distill" / "dense_features_dai21.yaml"
+    built = build(config, feature_bench, tmp_path, teacher_checkpoints,
+                  "--trainer.max_steps=2", "--trainer.precision=bf16-mixed")  # fmt: skip
+    built.trainer.fit(built.model, built.datamodule)
+    assert all(torch.isfinite(v) for k, v in built.trainer.callback_metrics.items() if "train" in k)
+
+
+def test_missing_teacher_checkpoint_names_the_fix(feature_bench: Path, tmp_path: Path) -> None:
+    config = CONFIGS / "distill" / "dense_features_dai21.yaml"
+    # jsonargparse re-raises instantiation errors with their message kept
+    with pytest.raises(Exception, match="train the teacher first"):
+        build(config, feature_bench, tmp_path, {"flow": tmp_path / "nope.ckpt"})
