@@ -3,6 +3,7 @@ checkpoint free of teachers, mixed precision; through the configs in configs/dis
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from lightning_modules.distill import DistillModule
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark, with_random_features
-from tests.test_teacher import cli
+from tests.test_teacher import CONSOLE_SCRIPT, cli
 
 CONFIGS = REPO_ROOT / "configs"
 FEATURES = ["--config", str(CONFIGS / "data" / "synthetic_features.yaml")]
@@ -108,3 +109,26 @@ def test_missing_teacher_checkpoint_names_the_fix(feature_bench: Path, tmp_path:
     # jsonargparse re-raises instantiation errors with their message kept
     with pytest.raises(Exception, match="train the teacher first"):
         build(config, feature_bench, tmp_path, {"flow": tmp_path / "nope.ckpt"})
+
+
+@pytest.mark.slow
+def test_smoke_distillation_under_ddp_and_bf16(tmp_path: Path) -> None:
+    """configs/smoke/distill.yaml after configs/smoke/teacher.yaml, as the README says, on two
+    CPU processes (gloo) with bf16 mixed precision."""
+    shared = [f"--data.init_args.root={tmp_path / 'synthetic'}"]
+    teacher = cli([
+        "--config", str(CONFIGS / "smoke" / "teacher.yaml"), *shared,
+        f"--trainer.default_root_dir={tmp_path / 'teacher'}", "--trainer.max_epochs=1",
+    ])  # fmt: skip
+    teacher.trainer.fit(teacher.model, teacher.datamodule)
+    checkpoint = tmp_path / "teacher.ckpt"
+    teacher.trainer.save_checkpoint(checkpoint)
+    result = subprocess.run(
+        [CONSOLE_SCRIPT, "fit", "--config", CONFIGS / "smoke" / "distill.yaml", *shared,
+         f"--model.init_args.teachers.flow={checkpoint}", "--trainer.max_epochs=1",
+         f"--trainer.default_root_dir={tmp_path / 'student'}", "--trainer.accelerator=cpu",
+         "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.precision=bf16-mixed"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "student").rglob("*.ckpt"))
