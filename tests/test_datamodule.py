@@ -28,7 +28,7 @@ from datamodules.sources import (
 )
 from datamodules.transforms import Augment, JointTransform
 from tests.conftest import REPO_ROOT
-from tests.data_helpers import copy_benchmark, tiny_benchmark
+from tests.data_helpers import copy_benchmark, tiny_benchmark, with_random_features
 
 CONFIGS = REPO_ROOT / "configs" / "data"
 # every data config, with the files it is composed after
@@ -36,6 +36,7 @@ CONFIG_STACKS = {
     "synthetic.yaml": ["synthetic.yaml"],
     "synthetic_segments.yaml": ["synthetic.yaml", "synthetic_segments.yaml"],
     "synthetic_clips.yaml": ["synthetic_clips.yaml"],
+    "synthetic_features.yaml": ["synthetic_features.yaml"],
 }
 
 
@@ -67,9 +68,15 @@ def test_every_data_config_is_tested() -> None:
     assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(CONFIG_STACKS)
 
 
+@pytest.fixture(scope="module")
+def feature_bench(bench: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return with_random_features(bench, tmp_path_factory.mktemp("features") / "bench")
+
+
 @pytest.mark.parametrize("name", sorted(CONFIG_STACKS))
-def test_data_configs_give_the_batch_contract(bench: Path, name: str) -> None:
-    dm = from_config(CONFIG_STACKS[name], bench, "--data.init_args.num_workers=0")
+def test_data_configs_give_the_batch_contract(bench: Path, feature_bench: Path, name: str) -> None:
+    root = feature_bench if "features" in name else bench
+    dm = from_config(CONFIG_STACKS[name], root, "--data.init_args.num_workers=0")
     dm.setup("fit")
     assert dm.num_classes == 8 and len(dm.class_names) == 8
     train = dm.train_dataloader()
