@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.dataset import Collate
+from datamodules.grid import video_steps
 from datamodules.sources import DataError
 
 _OTHER_KEYS = ("model", "trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler")
@@ -91,7 +92,7 @@ def _place(features: dict[str, np.ndarray], embeddings: torch.Tensor, batch: dic
     meta = batch["meta"]
     for b, video_id in enumerate(meta["video_id"]):
         stride = float(meta["stride"][b])
-        total = round(float(meta["duration"][b]) / stride)
+        total = video_steps(float(meta["duration"][b]), stride)
         first = round(float(meta["t0"][b]) / stride)
         array = features.setdefault(video_id, np.zeros((total, embeddings.shape[1]), np.float32))
         valid = batch["mask"][b].numpy()

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from datamodules.grid import video_steps
+
 
 def window_rows(task_name: str, predictions: Any, batch: Mapping[str, Any]) -> list[dict]:
     """Plain-python rows (one per window) of a batch's predictions, cheap to gather."""
@@ -61,7 +63,7 @@ def write_predictions(
 def _write_frames(rows: Sequence[dict], classes: list[str], path: Path) -> Path:
     videos: dict[str, np.ndarray] = {}
     for row in rows:
-        steps = round(row["duration"] / row["stride"])
+        steps = video_steps(row["duration"], row["stride"])
         scores = videos.setdefault(
             row["video_id"], np.full((steps, len(classes)), np.nan, np.float32)
         )
