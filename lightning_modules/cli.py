@@ -35,6 +35,10 @@ PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
         "lightning_modules.feature_extraction:main",
         "write a trained encoder's T x D features for whole videos",
     ),
+    "sweep": (
+        "lightning_modules.sweep.cli:main",
+        "check a W&B sweep file, or run a sweep offline with W&B's own engine",
+    ),
 }
 
 
@@ -54,19 +58,11 @@ def _load(target: str) -> Callable[[list[str]], int]:
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def run_lightning(argv: list[str]) -> None:
-    """Run LightningCLI with models and datamodules chosen by class path."""
-    from pytorch_lightning import LightningDataModule, LightningModule
-    from pytorch_lightning.cli import LightningCLI
+def run_lightning(argv: list[str]) -> int:
+    """Run a Lightning command in its run directory (`lightning_modules.runs`)."""
+    from lightning_modules.runs.cli import run
 
-    LightningCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        auto_configure_optimizers=False,
-    )
+    return run(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,8 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in PROJECT_COMMANDS:
         return int(_load(PROJECT_COMMANDS[command][0])(rest) or 0)
     if command in LIGHTNING_COMMANDS:
-        run_lightning(args)
-        return 0
+        return run_lightning(args)
     print(f"crossdistill: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
     return 2
 

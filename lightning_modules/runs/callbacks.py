@@ -1,0 +1,81 @@
+"""The callbacks that fill a run directory: its checkpoints, its config and its metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import SaveConfigCallback
+
+from lightning_modules.runs.directory import CONFIG_FILE, META_FILE, RunLocation
+from lightning_modules.runs.meta import collect_meta, write_meta
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """`last.ckpt`, and `best.ckpt` on `val/<task.main_metric>` (maximised), in `dirpath`.
+
+    The monitored name is read at fit start, after the module's `setup`, because a task may settle
+    its main metric there (verb/noun clips switch to `action_top1`). The state key is fixed, so a
+    resumed fit finds the best score of the interrupted one whatever the monitor is called.
+    A module without a `task` gets `last.ckpt` only.
+    """
+
+    def __init__(self, dirpath: Path) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="best",
+            save_last=True,
+            save_top_k=1,
+            mode="max",
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+
+    @property
+    def state_key(self) -> str:
+        return type(self).__name__
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        task = getattr(pl_module, "task", None)
+        self.monitor = f"val/{task.main_metric}" if task is not None else None
+        if self.monitor is None:
+            self.save_top_k = 0
+
+
+class RunRecorder(SaveConfigCallback):
+    """Writes `config.yaml` and `run_meta.json` into the run folder and sends the config to loggers.
+
+    The whole resolved config goes to every logger once, nested as in the YAML files (for W&B:
+    the run's config). Lightning would afterwards log the model's and the datamodule's own
+    hyperparameters at the top level, over keys of the same names (`model`, `task`, ...), so
+    that is switched off.
+    """
+
+    def __init__(self, *args: Any, location: RunLocation, subcommand: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.location = location
+        self.subcommand = subcommand
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        pl_module._log_hyperparams = False
+        if trainer.datamodule is not None:
+            trainer.datamodule._log_hyperparams = False
+        if trainer.is_global_zero:
+            folder = self.location.stage_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(
+                self.config, folder / CONFIG_FILE, skip_unset=False, overwrite=True, multifile=False
+            )
+            config = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))
+            write_meta(
+                folder / META_FILE, collect_meta(trainer, config, self.subcommand, self.location)
+            )
+            for logger in trainer.loggers:
+                logger.log_hyperparams(config)
+                logger.save()
+        self.already_saved = True

@@ -1,0 +1,174 @@
+"""`CrossdistillCLI`: LightningCLI with run directories.
+
+Models and datamodules are chosen by `class_path` in YAML (subclass mode); configs compose in
+order (`--config a.yaml --config b.yaml`, then `--key value` flags, later wins). On top of
+LightningCLI, every command gets a run directory (see `runs.directory`): the loggers write there,
+`fit` keeps `checkpoints/last.ckpt` and `checkpoints/best.ckpt` there, and `RunRecorder` writes
+the resolved `config.yaml` and `run_meta.json` into it.
+
+No `link_arguments`: the class count and feature sizes sit at different depths in different
+models (`model.init_args.model.init_args.head...` for a teacher, under the student for a
+distillation run, per head for verb/noun clips), and jsonargparse rejects every config whose
+model lacks a link's target. The modules check them against the data at setup instead, and their
+error names the key to set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import warnings
+from typing import Any
+
+from jsonargparse import Namespace
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from lightning_modules.runs.callbacks import RunCheckpoint, RunRecorder
+from lightning_modules.runs.directory import (
+    CHECKPOINTS,
+    META_FILE,
+    RUN_NAME_ENV,
+    RunDirError,
+    RunLocation,
+    locate_run,
+)
+from lightning_modules.runs.list_items import expand_list_items
+from lightning_modules.runs.meta import read_meta
+
+DEFAULT_RUNS_ROOT = "outputs/runs"
+DEFAULT_LOGGER = {
+    "class_path": "pytorch_lightning.loggers.CSVLogger",
+    "init_args": {"save_dir": DEFAULT_RUNS_ROOT},
+}
+
+
+class CrossdistillCLI(LightningCLI):
+    """LightningCLI whose commands each write into a run directory."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.location: RunLocation | None = None
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            save_config_callback=RunRecorder,
+            trainer_defaults={"default_root_dir": DEFAULT_RUNS_ROOT},
+            parser_kwargs={"prog": "crossdistill"},
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            auto_configure_optimizers=False,
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, with `--list.N.field=value` flags for list items (W&B sweep names)."""
+        self.config = parser.parse_args(expand_list_items(parser, list(args)))
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run_name",
+            type=str | None,
+            default=None,
+            help="Folder of the run under trainer.default_root_dir (default: $WANDB_RUN_ID, else "
+            "the start time). Resume a fit with `fit --config RUN_DIR/config.yaml --ckpt_path "
+            "last`; evaluate it with `test --config RUN_DIR/config.yaml --ckpt_path best`.",
+        )
+        parser.set_defaults({"trainer.logger": DEFAULT_LOGGER})
+
+    def before_instantiate_classes(self) -> None:
+        subcommand = str(self.subcommand)
+        config = self.config[subcommand]
+        location = locate_run(
+            subcommand,
+            config.run_name,
+            config.trainer.default_root_dir,
+            config.ckpt_path,
+            os.environ,
+        )
+        config.run_name = location.name
+        config.ckpt_path = location.ckpt_path
+        previous = None
+        if location.resumed:
+            previous = read_meta(location.run_dir / META_FILE)
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* not empty")
+        wandb_id = ((previous or {}).get("wandb") or {}).get("id")
+        config.trainer.logger = _place_loggers(config.trainer.logger, location, wandb_id)
+        self.save_config_kwargs = {"location": location, "subcommand": subcommand}
+        # processes that Lightning starts for DDP run this CLI again and must find the same folder
+        os.environ[RUN_NAME_ENV] = location.name
+        self.location = location
+        if rank_zero_only.rank == 0:
+            verb = "resuming" if location.resumed else "writing to"
+            print(f"crossdistill {subcommand}: {verb} {location.stage_dir}", file=sys.stderr)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        assert self.location is not None
+        trainer_args = self.config_init[str(self.subcommand)]["trainer"]
+        callbacks = trainer_args.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        # also outside fit: Lightning wants the callbacks that wrote a checkpoint it loads
+        if trainer_args.get("enable_checkpointing") is not False:
+            callbacks.append(RunCheckpoint(self.location.run_dir / CHECKPOINTS))
+        return super().instantiate_trainer(
+            default_root_dir=str(self.location.stage_dir), callbacks=callbacks, **kwargs
+        )
+
+
+def _place_loggers(loggers: Any, location: RunLocation, wandb_id: str | None) -> Any:
+    """Point the configured loggers at the run's folder; the W&B run is named after the run.
+
+    CSV and TensorBoard write straight into the folder (no `lightning_logs/version_N`), so that
+    `trainer.log_dir`, where modules put predictions, is the run's folder for every logger.
+    """
+    if isinstance(loggers, list):
+        return [_place_loggers(one, location, wandb_id) for one in loggers]
+    if not isinstance(loggers, Namespace) or "class_path" not in loggers:
+        return loggers
+    cls = _import(loggers.class_path)
+    args = loggers.init_args
+    folder = str(location.stage_dir)
+    if issubclass(cls, WandbLogger):
+        args.save_dir = folder
+        # forced, not defaulted: jsonargparse carries a replaced CSVLogger's `name` over to W&B
+        stage = location.stage_dir.name if location.stage_dir != location.run_dir else None
+        args.name = f"{location.name}-{stage}" if stage else location.name
+        if location.resumed and args.id is None and wandb_id:
+            args.id = wandb_id
+    elif issubclass(cls, CSVLogger | TensorBoardLogger):
+        args.save_dir, args.name, args.version = folder, "", ""
+        if location.resumed and issubclass(cls, CSVLogger) and rank_zero_only.rank == 0:
+            _keep_previous_metrics(location)
+            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* not empty")
+    return loggers
+
+
+def _keep_previous_metrics(location: RunLocation) -> None:
+    """CSVLogger deletes a `metrics.csv` it finds; keep an interrupted fit's as `metrics.N.csv`."""
+    metrics = location.run_dir / "metrics.csv"
+    if metrics.is_file():
+        number = len(list(location.run_dir.glob("metrics.*.csv")))
+        metrics.rename(location.run_dir / f"metrics.{number}.csv")
+
+
+def _import(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def run(argv: list[str]) -> int:
+    """Run one Lightning command; `argv` starts with the subcommand."""
+    previous = os.environ.get(RUN_NAME_ENV)
+    try:
+        CrossdistillCLI(argv)
+    except RunDirError as err:
+        print(f"crossdistill {argv[0]}: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_NAME_ENV, None)
+        else:
+            os.environ[RUN_NAME_ENV] = previous
+    return 0

@@ -1,0 +1,161 @@
+"""`run_meta.json`: what a run's numbers depend on besides its config.
+
+The code (git commit and whether the tree had uncommitted changes), the package versions, the
+machine and device, the data (root, and a hash of the manifest and annotation files, cheap to
+compute and enough to notice a changed dataset) and the teacher checkpoints a distillation run
+loads (hashed by content, like the teacher cache keys them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_modules.runs.directory import RunLocation
+
+PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "wandb", "numpy", "jsonargparse")
+MANIFEST = "benchmark.json"
+_SOURCE_DIR = Path(__file__).resolve().parents[2]
+
+
+def collect_meta(
+    trainer: pl.Trainer, config: Mapping[str, Any], subcommand: str, location: RunLocation
+) -> dict[str, Any]:
+    """The metadata of one command on `trainer` (call on rank 0, once loggers exist)."""
+    model_args = (config.get("model") or {}).get("init_args") or {}
+    meta: dict[str, Any] = {
+        "run_name": location.name,
+        "run_dir": str(location.run_dir.resolve()),
+        "subcommand": subcommand,
+        "command": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ckpt_path": location.ckpt_path,
+        "git": git_state(_SOURCE_DIR),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "device": device_info(trainer),
+        "data": data_info(trainer.datamodule),
+        "teachers": teacher_hashes(model_args.get("teachers") or {}),
+    }
+    wandb_run = wandb_info(trainer)
+    if wandb_run:
+        meta["wandb"] = wandb_run
+    return meta
+
+
+def write_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Write `meta`, keeping the entries of earlier commands on the same folder (resumed fits)."""
+    history: list[dict[str, Any]] = []
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        history = [*previous.pop("history", []), previous]
+    path.write_text(json.dumps({**meta, "history": history}, indent=2, default=str) + "\n")
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def git_state(folder: Path) -> dict[str, Any]:
+    """Commit and dirty flag of the checkout the code runs from (untracked files count)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def device_info(trainer: pl.Trainer) -> dict[str, Any]:
+    device = trainer.strategy.root_device
+    info: dict[str, Any] = {
+        "accelerator": type(trainer.accelerator).__name__,
+        "strategy": type(trainer.strategy).__name__,
+        "root_device": str(device),
+        "devices": trainer.num_devices,
+        "num_nodes": trainer.num_nodes,
+        "world_size": trainer.world_size,
+        "precision": trainer.precision,
+        "cpu_count": os.cpu_count(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def data_info(datamodule: Any) -> dict[str, Any]:
+    """Root and file hashes of a datamodule that exposes `root` (and `annotation_files`)."""
+    root = getattr(datamodule, "root", None)
+    if root is None:
+        return {}
+    root = Path(root)
+    files = [root / MANIFEST, *map(Path, getattr(datamodule, "annotation_files", []))]
+    return {
+        "root": str(root.resolve()),
+        "files": {_relative(p, root): file_hash(p) for p in dict.fromkeys(files) if p.is_file()},
+    }
+
+
+def teacher_hashes(teachers: Mapping[str, str]) -> dict[str, dict[str, str | None]]:
+    return {
+        name: {"path": str(path), "sha256": file_hash(Path(path)) if Path(path).is_file() else None}
+        for name, path in teachers.items()
+    }
+
+
+def wandb_info(trainer: pl.Trainer) -> dict[str, Any] | None:
+    """Id, project and folder of the W&B run, so that a resumed fit continues the same W&B run."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            return {
+                "id": run.id,
+                "project": run.project,
+                "dir": str(Path(run.dir).parent.resolve()),
+            }
+    return None
+
+
+def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

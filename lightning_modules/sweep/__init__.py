@@ -1,0 +1,6 @@
+"""`crossdistill sweep`: W&B sweep files checked before launch, and run where W&B cannot be reached.
+
+`agent` expands a sweep's `command` as the W&B agent does, `engine` draws parameters with W&B's
+own sweep engine (the `sweeps` package) and keeps the trials, `dry_run` checks a command with
+`--print_config`, `runner` runs trials and ranks them, `cli` is the command.
+"""

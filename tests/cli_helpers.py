@@ -1,0 +1,58 @@
+"""Shared by the CLI, W&B and sweep tests: the base configs and the overrides of a tiny run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_modules.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+BASE = [
+    "--config", str(CONFIGS / "data/synthetic.yaml"),
+    "--config", str(CONFIGS / "trainer/cpu.yaml"),
+    "--config", str(CONFIGS / "teacher/dense_flow.yaml"),
+]  # fmt: skip
+CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")
+
+
+def tiny(root: Path, runs: Path) -> list[str]:
+    """One training step per epoch on the tiny benchmark: 16-step windows of 32x32 flow."""
+    return [
+        "--data.init_args.root", str(root),
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.batch_size", "64",
+        "--data.init_args.window_steps", "16",
+        "--data.init_args.window_seconds", "1.6",
+        "--data.init_args.modalities.flow.init_args.size", "32",
+        "--trainer.max_epochs", "1",
+        "--trainer.num_sanity_val_steps", "0",
+        "--trainer.log_every_n_steps", "1",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(runs),
+    ]  # fmt: skip
+
+
+def print_config(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    """The resolved config of `crossdistill fit ARGS`, parsed in this process."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", *args, "--print_config"])
+    assert stop.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def subprocess_env(tmp: Path) -> dict[str, str]:
+    """The environment of a CLI subprocess: venv on PATH, W&B offline and kept inside `tmp`."""
+    env = dict(os.environ)
+    env["PATH"] = f"{CONSOLE_SCRIPT.parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        env[variable] = str(tmp / "wandb-home")
+    return env
