@@ -37,6 +37,10 @@ CONFIG_STACKS = {
     "synthetic_segments.yaml": ["synthetic.yaml", "synthetic_segments.yaml"],
     "synthetic_clips.yaml": ["synthetic_clips.yaml"],
     "synthetic_features.yaml": ["synthetic_features.yaml"],
+    "synthetic_features_segments.yaml": [
+        "synthetic_features.yaml",
+        "synthetic_features_segments.yaml",
+    ],
 }
 
 

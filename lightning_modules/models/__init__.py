@@ -5,6 +5,7 @@ from lightning_modules.models.clip_head import ClipHead
 from lightning_modules.models.decomposed import DecomposedStudent, LocalAttentiveFusion
 from lightning_modules.models.encoder import ModalityEncoder
 from lightning_modules.models.features import FeatureProjection
+from lightning_modules.models.fusion import EarlyFusion
 from lightning_modules.models.keypoints import KeypointGCN
 from lightning_modules.models.model import ActionModel
 from lightning_modules.models.mstcn import MSTCN
@@ -22,6 +23,7 @@ __all__ = [
     "ClipHead",
     "ConvPyramid",
     "DecomposedStudent",
+    "EarlyFusion",
     "FeatureProjection",
     "KeypointGCN",
     "LocalAttentiveFusion",

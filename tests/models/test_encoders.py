@@ -234,3 +234,17 @@ def test_gradients_reach_every_encoder_parameter(name: str, bones) -> None:
     (out * torch.randn_like(out)).sum().backward()
     missing = [n for n, p in encoder.named_parameters() if p.grad is None or not p.grad.any()]
     assert not missing
+
+
+def test_early_fusion_concatenates_each_modality_encoder() -> None:
+    from lightning_modules.models import EarlyFusion, FeatureProjection
+
+    rgb, flow = FeatureProjection(6, 4, modality="rgb"), FeatureProjection(5, 3, modality="flow")
+    fusion = EarlyFusion([rgb, flow])
+    inputs = {"rgb": torch.randn(2, 6, 10), "flow": torch.randn(2, 5, 10)}
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    fused = fusion(inputs, mask)
+    assert fusion.out_channels == 7 and fusion.modalities == ["rgb", "flow"]
+    torch.testing.assert_close(fused, torch.cat([rgb(inputs, mask), flow(inputs, mask)], dim=1))
+    with pytest.raises(ValueError, match="different modality"):
+        EarlyFusion([rgb, FeatureProjection(6, 4, modality="rgb")])
