@@ -9,7 +9,6 @@ evaluation runs the student alone, exactly as a TeacherModule would.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,9 +63,7 @@ class DistillModule(TaskModule):
         predictions_dir: str | None = None,
     ) -> None:
         super().__init__(task, lr, weight_decay, warmup_epochs, schedule, predictions_dir)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Attribute '(student|task|objectives)'")
-            self.save_hyperparameters()
+        self.save_init_args()
         self.model = student
         self.objectives = nn.ModuleList(objectives)
         names = [objective.name for objective in objectives]

@@ -7,7 +7,9 @@ the training loss; everything measured is measured the same way for both.
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +70,16 @@ class TaskModule(pl.LightningModule):
         self.class_names = datamodule.class_names
         for split in ("val", "test"):
             self.metrics[split] = self.task.metrics(self.num_classes)
+
+    def save_init_args(self) -> None:
+        """Record the subclass's init args, so `load_from_checkpoint` rebuilds the module.
+
+        The CLI passes class paths, which Lightning stores and re-instantiates; a module built
+        by hand passes objects, which Lightning warns about and the checkpoint keeps anyway.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Attribute '.*' is an instance of")
+            self.save_hyperparameters(frame=inspect.currentframe().f_back)
 
     @staticmethod
     def batch_size(batch: dict[str, Any]) -> int:

@@ -7,7 +7,6 @@ DistillModule later loads its checkpoints and freezes them.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 import torch
@@ -41,11 +40,7 @@ class TeacherModule(TaskModule):
         predictions_dir: str | None = None,
     ) -> None:
         super().__init__(task, lr, weight_decay, warmup_epochs, schedule, predictions_dir)
-        with warnings.catch_warnings():
-            # the CLI records class paths, which load_from_checkpoint rebuilds the model from;
-            # only a module built by hand passes objects here
-            warnings.filterwarnings("ignore", message="Attribute '(model|task)' is an instance")
-            self.save_hyperparameters()
+        self.save_init_args()
         self.model = model
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
