@@ -24,6 +24,7 @@ def test_features_cover_every_video_and_match_the_encoder(
     bench = tiny_benchmark(tmp_path_factory)
     teacher = cli([
         "--config", str(CONFIGS / "smoke" / "teacher.yaml"), f"--data.init_args.root={bench}",
+        "--data.init_args.synthetic=null",  # the shared tiny benchmark is not the smoke one
         f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.max_steps=1",
         "--trainer.limit_val_batches=0",
     ])  # fmt: skip
