@@ -28,17 +28,23 @@ from datamodules.sources.base import DataError, Problem
 _OTHER_KEYS = ("seed_everything", "trainer", "model", "optimizer", "lr_scheduler", "ckpt_path")
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="crossdistill data-check",
-        description="Pre-flight check of a dataset config: files, lengths, labels. Takes the "
-        "config files of `crossdistill fit` and reports what would break training, with fixes.",
-    )
+def data_config_parser(prog: str, description: str) -> ArgumentParser:
+    """A parser for the `data:` part of `crossdistill fit`'s config files and overrides, for
+    commands that need only the data (the other top-level keys are read past)."""
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", action=ActionConfigFile, help="config file(s), as for fit")
     parser.add_subclass_arguments(MultimodalDataModule, "data", required=True)
     for key in _OTHER_KEYS:
-        parser.add_argument(f"--{key}", type=Any, default=None, help="ignored by data-check")
+        parser.add_argument(f"--{key}", type=Any, default=None, help="ignored here")
     return parser
+
+
+def build_parser() -> ArgumentParser:
+    return data_config_parser(
+        "crossdistill data-check",
+        "Pre-flight check of a dataset config: files, lengths, labels. Takes the config files "
+        "of `crossdistill fit` and reports what would break training, with fixes.",
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -18,19 +18,17 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 from torch.utils.data import DataLoader
 
+from datamodules.data_check import data_config_parser
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.dataset import Collate
 from datamodules.grid import video_steps
 from datamodules.sources import DataError
-
-_OTHER_KEYS = ("model", "trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler")
 
 
 def file_sha256(path: Path) -> str:
@@ -42,18 +40,14 @@ def file_sha256(path: Path) -> str:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="crossdistill extract-features",
-        description="Run a trained encoder (from a TeacherModule checkpoint) over whole videos "
-        "and write T x D npy features per video plus meta.json.",
+    parser = data_config_parser(
+        "crossdistill extract-features",
+        "Run a trained encoder (from a TeacherModule checkpoint) over whole videos and write "
+        "T x D npy features per video plus meta.json.",
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="data config file(s), as for fit")
-    parser.add_subclass_arguments(MultimodalDataModule, "data", required=True)
     parser.add_argument("--checkpoint", type=Path, required=True, help="TeacherModule checkpoint")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--pool", type=int, default=1, help="grid steps averaged per feature")
-    for key in _OTHER_KEYS:
-        parser.add_argument(f"--{key}", type=Any, default=None, help="ignored here")
     return parser
 
 
