@@ -198,6 +198,16 @@ def class_list(path: Path, fix: str) -> list[tuple[int, str, str]]:
     return entries
 
 
+def numbers_or_class_list(
+    class_list: str | Path | None, base: int, count: int, source: str, fix: str
+) -> Vocabulary:
+    """The class list's names when one is given, else the class numbers `base..base+count-1`
+    as names (for datasets whose label files carry only numbers)."""
+    if class_list is None:
+        return Vocabulary.numbered((str(n) for n in range(base, base + count)), source, base)
+    return numbered_vocabulary(Path(class_list), base, fix)
+
+
 def numbered_vocabulary(path: Path, base: int, fix: str) -> Vocabulary:
     """Read a class list of `number name` lines numbered consecutively from `base`.
 

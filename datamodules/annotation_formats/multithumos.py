@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datamodules.annotation_formats.actions_json import read_actions_json
-from datamodules.annotation_formats.common import Vocabulary, numbered_vocabulary
+from datamodules.annotation_formats.common import numbers_or_class_list
 from datamodules.annotations import AnnotationSet
 
 NUM_CLASSES = 65
@@ -19,15 +19,11 @@ def read_multithumos(path: str | Path, class_list: str | Path | None = None) -> 
     alone carries only class numbers, so without it the labels are those numbers as strings
     ("1" ... "65"); a number outside 1-65 is an error either way.
     """
-    vocabulary = (
-        Vocabulary.numbered(
-            (str(n) for n in range(FIRST_CLASS, FIRST_CLASS + NUM_CLASSES)),
-            "MultiTHUMOS",
-            FIRST_CLASS,
-        )
-        if class_list is None
-        else numbered_vocabulary(
-            Path(class_list), FIRST_CLASS, "give class_list= the path of MultiTHUMOS class_list.txt"
-        )
+    vocabulary = numbers_or_class_list(
+        class_list,
+        FIRST_CLASS,
+        NUM_CLASSES,
+        "MultiTHUMOS",
+        "give class_list= the path of MultiTHUMOS class_list.txt",
     )
     return read_actions_json(Path(path), vocabulary, fps=None)

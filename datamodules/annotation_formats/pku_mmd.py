@@ -13,7 +13,7 @@ from datamodules.annotation_formats.common import (
     annotation_error,
     check_span,
     number,
-    numbered_vocabulary,
+    numbers_or_class_list,
     sorted_segments,
 )
 from datamodules.annotations import AnnotationSet, Segment, VideoRecord
@@ -39,14 +39,8 @@ def read_pku_mmd(
         raise FileNotFoundError(
             f"no PKU-MMD label files (*.txt) in {folder}. Fix: give the folder of the label files"
         )
-    vocabulary = (
-        Vocabulary.numbered(
-            (str(n) for n in range(FIRST_CLASS, FIRST_CLASS + NUM_CLASSES)),
-            "PKU-MMD",
-            FIRST_CLASS,
-        )
-        if class_list is None
-        else numbered_vocabulary(Path(class_list), FIRST_CLASS, "check the class_list path")
+    vocabulary = numbers_or_class_list(
+        class_list, FIRST_CLASS, NUM_CLASSES, "PKU-MMD", "check the class_list path"
     )
     records = {f.stem: _record(f, subset, vocabulary) for f in files}
     return AnnotationSet(vocabulary.names, records, folder)
