@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/crossdistill synthetic --out data/synthetic
+	$(BIN)/crossdistill reproduce demo --out outputs/demo
 
 test: install
 	$(BIN)/python -m pytest

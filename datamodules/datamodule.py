@@ -128,6 +128,9 @@ class MultimodalDataModule(pl.LightningDataModule):
                 f"load names {unknown}, which are not configured modalities. Fix: use some of "
                 f"{sorted(modalities)}"
             )
+        # every configured source, loaded or not: a teacher cache is keyed by the settings of
+        # the modalities its teacher read, which a cached distillation run no longer loads
+        self.configured_modalities = dict(modalities)
         if load is not None:
             modalities = {name: modalities[name] for name in load}
         if task != "clips" and (window_seconds is None or window_seconds <= 0):
@@ -158,6 +161,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         self.missing = missing
         self.datasets: dict[str, UntrimmedDataset] = {}
         self.reports: dict[str, SubsetReport] = {}
+        self.attached: dict[str, Source] = {}
 
     def _annotation_files(
         self, annotations: str | list[str] | None, annotation_format: str | None
@@ -329,6 +333,27 @@ class MultimodalDataModule(pl.LightningDataModule):
             mirror.update({left: right, right: left})
         return mirror
 
+    def attach_source(self, name: str, source: Source, roles: tuple[str, ...] = ("train",)) -> None:
+        """Add a modality that a module supplies (the DistillModule's teacher cache) to the
+        datasets of `roles` built by `setup`: bound to root, checked on every video of those
+        datasets (any problem is a `DataError` naming the file and its fix, before training),
+        then loaded with the configured modalities."""
+        if name in self.modalities:
+            raise DataError(f"modality {name!r} is configured already; attach under another name")
+        source.bind(name, self.root, self.manifest)
+        for role in roles:
+            dataset = self.datasets[role]
+            records = getattr(dataset.sampler, "records", [])
+            problems = [problem for record in records for problem in source.check(record)]
+            if problems:
+                lines = [f"modality {name!r}, subset {self.subsets[role]!r}:"]
+                lines += [f"  {problem}" for problem in problems[:10]]
+                if len(problems) > 10:
+                    lines.append(f"  ... and {len(problems) - 10} more")
+                raise DataError("\n".join(lines))
+            dataset.sources[name] = source
+        self.attached[name] = source
+
     @property
     def skipped(self) -> dict[str, list[str]]:
         """Videos left out per subset under `missing: skip`."""
@@ -343,7 +368,7 @@ class MultimodalDataModule(pl.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            collate_fn=Collate(self.modalities),
+            collate_fn=Collate({**self.modalities, **self.attached}),
             persistent_workers=self.num_workers > 0,
             worker_init_fn=_single_threaded if self.num_workers > 0 else None,
             **kwargs,

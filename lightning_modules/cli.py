@@ -35,6 +35,14 @@ PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
         "lightning_modules.feature_extraction:main",
         "write a trained encoder's T x D features for whole videos",
     ),
+    "cache-teachers": (
+        "lightning_modules.teacher_cache:main",
+        "run a distillation config's frozen teachers once, for teacher_mode: cached",
+    ),
+    "reproduce": (
+        "lightning_modules.reproduce.cli:main",
+        "train and test a paper table's rows (configs/experiments/), write results.md/json/png",
+    ),
     "sweep": (
         "lightning_modules.sweep.cli:main",
         "check a W&B sweep file, or run a sweep offline with W&B's own engine",

@@ -5,6 +5,12 @@ gradients, held outside the module tree, so they are never in the optimiser, nev
 train mode by Lightning, and never written into the student's checkpoint. The training loss is
 `task_weight * task loss + sum(objective.weight * objective)`, every term logged by name;
 evaluation runs the student alone, exactly as a TeacherModule would.
+
+With `teacher_mode: cached` no teacher is loaded or run: `setup` checks each teacher's cache
+(`crossdistill cache-teachers`, `lightning_modules.teacher_cache`) against its checkpoint and
+the data config, attaches it to the training data as a modality, and `teacher_outputs` reads
+the teachers' outputs from the batch. A missing, stale or damaged cache stops the run there,
+before the first step, with the command that rebuilds it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from lightning_modules.distillation import Objective
 from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.task_module import TaskModule
 from lightning_modules.tasks import Task
+from lightning_modules.teacher_cache import cache_modality, objective_taps, open_cache, unpack
 
 
 def load_frozen_teacher(checkpoint: str | Path) -> nn.Module:
@@ -47,6 +54,12 @@ class DistillModule(TaskModule):
         objectives: distillation terms (`lightning_modules.distillation`), each with its weight.
         task_weight: weight of the ground-truth task loss (Radevski et al.'s lambda_GT).
         lr, weight_decay, warmup_epochs, schedule, predictions_dir: as for TeacherModule.
+        teacher_mode: `online` runs the teachers on every training batch (their inputs must be
+            loaded); `cached` reads their outputs from the teacher cache (only the student's
+            inputs need loading, e.g. `load: [rgb]`).
+        teacher_cache: the cache folder (`<teacher_cache>/<teacher name>/`, relative to the
+            working directory), as written by `crossdistill cache-teachers` with this run's
+            configs.
     """
 
     def __init__(
@@ -61,6 +74,8 @@ class DistillModule(TaskModule):
         warmup_epochs: float = 1.0,
         schedule: Literal["cosine", "linear"] = "cosine",
         predictions_dir: str | None = None,
+        teacher_mode: Literal["online", "cached"] = "online",
+        teacher_cache: str = "outputs/teacher_cache",
     ) -> None:
         super().__init__(task, lr, weight_decay, warmup_epochs, schedule, predictions_dir)
         self.save_init_args()
@@ -70,12 +85,45 @@ class DistillModule(TaskModule):
         if len(set(names)) != len(names):
             raise ValueError(f"objective names must be unique to be logged apart: {names}")
         self.task_weight = task_weight
+        if teacher_mode not in ("online", "cached"):
+            raise ValueError(f"teacher_mode must be online or cached, got {teacher_mode!r}")
+        self.teacher_mode = teacher_mode
+        self.teacher_checkpoints = dict(teachers)
+        self.teacher_cache = teacher_cache
+        self.cache_layouts: dict[str, list] = {}
         # a plain dict keeps the teachers out of parameters(), state_dict() and train()
-        self.teachers: dict[str, nn.Module] = {
-            n: load_frozen_teacher(p) for n, p in teachers.items()
-        }
+        self.teachers: dict[str, nn.Module] = {}
+        if teacher_mode == "online":
+            self.teachers = {n: load_frozen_teacher(p) for n, p in teachers.items()}
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.teacher_mode == "cached" and stage == "fit":
+            self.attach_teacher_caches(self.trainer.datamodule)
+
+    def attach_teacher_caches(self, datamodule: Any) -> None:
+        """Check every teacher's cache and add it to the training data (before training)."""
+        if not hasattr(datamodule, "attach_source"):
+            raise TypeError("teacher_mode: cached reads the cache through MultimodalDataModule")
+        taps = objective_taps(self.objectives)
+        for name, checkpoint in self.teacher_checkpoints.items():
+            folder = Path(self.teacher_cache).resolve() / name
+            source = open_cache(name, checkpoint, datamodule, folder, taps)
+            datamodule.attach_source(cache_modality(name), source)
+            self.cache_layouts[name] = source.manifest["layout"]
 
     def teacher_outputs(self, batch: dict[str, Any]) -> dict[str, ModelOutput]:
+        """Every teacher's outputs on the batch: run now (online) or read from the batch."""
+        if self.teacher_mode == "cached":
+            if not self.cache_layouts:
+                raise RuntimeError(
+                    "teacher_mode: cached, but no teacher cache is attached: the trainer does "
+                    "it in setup('fit'); by hand, call attach_teacher_caches(datamodule) first"
+                )
+            return {
+                name: unpack(batch["inputs"][cache_modality(name)], layout, batch["mask"])
+                for name, layout in self.cache_layouts.items()
+            }
         outputs = {}
         with torch.no_grad():
             for name, teacher in self.teachers.items():
@@ -95,7 +143,5 @@ class DistillModule(TaskModule):
             terms[objective.name] = value
             total = total + objective.weight * value
         terms["loss"] = total
-        self.log_dict(
-            {f"train/{k}": v for k, v in terms.items()}, batch_size=self.batch_size(batch)
-        )
+        self.log_loss_terms(terms, batch)
         return total

@@ -8,14 +8,18 @@ Lee et al.'s ActionFormer-style detector) then trains in seconds instead of deco
 
 Output folder: `<video_id>.npy` (float32, `ceil(T / pool) x D`) per video, and `meta.json` with
 the `FeatureSource` settings that read them back (`fps`, `stride` and `window` in frames), the
-encoder, and the checkpoint's SHA-256.
+encoder, the checkpoint's SHA-256, the command that wrote the folder, and each file's size and
+BLAKE2b digest (`files`). Every file is written atomically (temporary name, then `os.replace`);
+the old `meta.json` is removed first and the new one written last, so an interrupted run leaves
+no `meta.json` claiming files it did not finish. `FeatureSource.check` compares each file with
+its entry before training and names this command to rebuild a truncated or altered one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -29,6 +33,8 @@ from datamodules.datamodule import MultimodalDataModule
 from datamodules.dataset import Collate
 from datamodules.grid import video_steps
 from datamodules.sources import DataError
+from datamodules.sources.features import META
+from datamodules.sources.integrity import save_npy_atomic, write_json_atomic
 
 
 def file_sha256(path: Path) -> str:
@@ -53,13 +59,19 @@ def build_parser() -> ArgumentParser:
 
 @torch.no_grad()
 def extract_features(
-    encoder: torch.nn.Module, datamodule: MultimodalDataModule, out: Path, pool: int = 1
+    encoder: torch.nn.Module,
+    datamodule: MultimodalDataModule,
+    out: Path,
+    pool: int = 1,
+    files: dict[str, dict] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Features of every video of the datamodule's subsets, written under `out`."""
+    """Features of every video of the datamodule's subsets, written under `out`; each file's
+    size and digest go into `files` (video id -> entry) when given."""
     if pool < 1:
         raise ValueError(f"pool must be >= 1, got {pool}")
     encoder.eval()
     out.mkdir(parents=True, exist_ok=True)
+    (out / META).unlink(missing_ok=True)  # the folder is not valid until the new one is written
     roles = [r for r in ("train", "val", "test") if datamodule.subsets[r] is not None]
     names = {datamodule.subsets[r]: r for r in roles}  # one pass per distinct subset name
     features: dict[str, np.ndarray] = {}
@@ -78,7 +90,9 @@ def extract_features(
             embeddings = encoder(batch["inputs"], batch["mask"]).float()  # (B, C, T)
             _place(features, embeddings, batch)
     for video_id, steps in features.items():
-        np.save(out / f"{video_id}.npy", _pool(steps, pool))
+        entry = save_npy_atomic(out / f"{video_id}.npy", _pool(steps, pool))
+        if files is not None:
+            files[video_id] = entry
     return features
 
 
@@ -116,7 +130,8 @@ def main(argv: list[str]) -> int:
         return 2
     module = TeacherModule.load_from_checkpoint(config.checkpoint, map_location="cpu")
     encoder = module.model.encoder
-    features = extract_features(encoder, datamodule, config.out, config.pool)
+    files: dict[str, dict] = {}
+    features = extract_features(encoder, datamodule, config.out, config.pool, files)
     example = next(iter(datamodule.annotation_set.records.values()))
     stride_s = datamodule.window_seconds / datamodule.window_steps
     fps = float(example.fps or 0) or 1.0 / stride_s
@@ -131,7 +146,9 @@ def main(argv: list[str]) -> int:
         "checkpoint": str(config.checkpoint),
         "checkpoint_sha256": file_sha256(config.checkpoint),
         "data_root": str(datamodule.root),
+        "command": shlex.join(["crossdistill", "extract-features", *argv]),
+        "files": files,
     }
-    (config.out / "meta.json").write_text(json.dumps(meta, indent=1))
+    write_json_atomic(config.out / META, meta)
     print(f"wrote features of {len(features)} videos ({meta['feature_dim']}-d) to {config.out}")
     return 0

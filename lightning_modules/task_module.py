@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +39,43 @@ def warmup_then_decay(
     return factor
 
 
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint whose weights do not fit the configured model."""
+
+
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor],
+    loaded: Mapping[str, Any],
+    checkpoint: str | Path | None = None,
+    listed: int = 5,
+) -> None:
+    """Raise `CheckpointMismatchError` naming the missing, unexpected and reshaped keys (and the
+    run's config.yaml when `checkpoint` sits in a run directory's `checkpoints/`)."""
+    missing = [k for k in expected if k not in loaded]
+    unexpected = [k for k in loaded if k not in expected]
+    reshaped = [
+        f"{k} {tuple(loaded[k].shape)} in the checkpoint, {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in loaded and hasattr(loaded[k], "shape") and loaded[k].shape != v.shape
+    ]
+    if not (missing or unexpected or reshaped):
+        return
+    name = f"{checkpoint} was" if checkpoint else "the checkpoint was"
+    lines = [f"{name} trained with another model configuration:"]
+    for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape", reshaped)):
+        if keys:
+            more = f" (and {len(keys) - listed} more)" if len(keys) > listed else ""
+            lines.append(f"  {title} ({len(keys)}): {', '.join(keys[:listed])}{more}")
+    config = Path(checkpoint).parent.parent / "config.yaml" if checkpoint else None
+    run_config = str(config) if config is not None and config.is_file() else "RUN_DIR/config.yaml"
+    lines.append(
+        "Fix: use the config the checkpoint was trained with, its run's config.yaml (next to "
+        f"`checkpoints/`): `crossdistill test --config {run_config} --ckpt_path best`; in "
+        "Python, `load_from_checkpoint(path)` without overriding the model's arguments"
+    )
+    raise CheckpointMismatchError("\n".join(lines))
+
+
 class TaskModule(pl.LightningModule):
     """Base of the trainable modules: `self.model` on `self.task`, evaluated by the task."""
 
@@ -59,7 +96,9 @@ class TaskModule(pl.LightningModule):
         self.optimiser_settings = (lr, weight_decay, warmup_epochs, schedule)
         self.predictions_dir = predictions_dir
         self.metrics = nn.ModuleDict()
+        self.loss_terms: dict[str, torch.Tensor] = {}
         self._test_rows: list[dict] = []
+        self._predict_rows: list[dict] = []
 
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
         return self.model(batch["inputs"], batch["mask"])
@@ -84,6 +123,26 @@ class TaskModule(pl.LightningModule):
     @staticmethod
     def batch_size(batch: dict[str, Any]) -> int:
         return len(batch["meta"]["video_id"])
+
+    def log_loss_terms(self, terms: dict[str, torch.Tensor], batch: dict[str, Any]) -> None:
+        """Log every term of the training loss as `train/<name>`, and keep them (detached) in
+        `self.loss_terms` so that callbacks can tell which term went bad."""
+        self.loss_terms = {name: value.detach() for name, value in terms.items()}
+        self.log_dict(
+            {f"train/{k}": v for k, v in terms.items()},
+            batch_size=self.batch_size(batch),
+            prog_bar=True,
+        )
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, **kwargs: Any
+    ) -> Any:
+        """Load weights; with `strict`, a checkpoint of another model configuration fails with
+        the keys that differ and the fix, instead of torch's wall of names."""
+        if strict:
+            trainer = self._trainer
+            check_state_dict(self.state_dict(), state_dict, trainer and trainer.ckpt_path)
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
     def _evaluate(self, split: str, batch: dict[str, Any]) -> ModelOutput:
         output = self(batch)
@@ -113,12 +172,27 @@ class TaskModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
-        rows = self._test_rows
+        rows, self._test_rows = self._test_rows, []
+        self._write_rows(rows)
+
+    def on_predict_start(self) -> None:
+        # rows are kept here and written at the end, not returned to the trainer
+        warnings.filterwarnings("ignore", message="predict returned None")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        predictions = self.task.predict(self(batch), batch)
+        self._predict_rows += window_rows(self.task_name, predictions, batch)
+
+    def on_predict_epoch_end(self) -> None:
+        rows, self._predict_rows = self._predict_rows, []
+        self._write_rows(rows)
+
+    def _write_rows(self, rows: list[dict]) -> None:
+        """Gather every rank's prediction rows; rank 0 writes them in `evaluate`'s format."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list[list[dict]] = [[] for _ in range(torch.distributed.get_world_size())]
             torch.distributed.all_gather_object(gathered, rows)
             rows = [row for part in gathered for row in part]
-        self._test_rows = []
         if self.trainer.is_global_zero:
             default = Path(self.trainer.log_dir or ".") / "predictions"
             folder = Path(self.predictions_dir) if self.predictions_dir else default

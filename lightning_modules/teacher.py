@@ -46,9 +46,5 @@ class TeacherModule(TaskModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         output = self(batch)
         losses = self.task.loss(output, batch)
-        self.log_dict(
-            {f"train/{k}": v for k, v in losses.items()},
-            batch_size=self.batch_size(batch),
-            prog_bar=True,
-        )
+        self.log_loss_terms(losses, batch)
         return losses["loss"]

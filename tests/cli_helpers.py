@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,14 @@ BASE = [
     "--config", str(CONFIGS / "teacher/dense_flow.yaml"),
 ]  # fmt: skip
 CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")
+
+
+def with_base(path: Path) -> list[str]:
+    """`--config` flags for a config file, preceded by its base when it is an overlay (its
+    comment says "compose after X.yaml", X relative to configs/)."""
+    base = re.search(r"compose after\s*#?\s*([\w/]+\.yaml)", path.read_text())
+    overlay = ["--config", str(CONFIGS / base.group(1))] if base else []
+    return [*overlay, "--config", str(path)]
 
 
 def tiny(root: Path, runs: Path) -> list[str]:

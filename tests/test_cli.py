@@ -14,7 +14,15 @@ import yaml
 from lightning_modules.cli import LIGHTNING_COMMANDS, PROJECT_COMMANDS, main
 from lightning_modules.runs.directory import RUN_NAME_ENV, RunDirError, locate_run
 from lightning_modules.runs.meta import file_hash
-from tests.cli_helpers import BASE, CONFIGS, CONSOLE_SCRIPT, print_config, subprocess_env, tiny
+from tests.cli_helpers import (
+    BASE,
+    CONFIGS,
+    CONSOLE_SCRIPT,
+    print_config,
+    subprocess_env,
+    tiny,
+    with_base,
+)
 from tests.data_helpers import tiny_benchmark
 
 ALL_COMMANDS = [*LIGHTNING_COMMANDS, *PROJECT_COMMANDS]
@@ -70,13 +78,16 @@ def test_list_items_are_set_by_flat_dotted_flags(capsys: pytest.CaptureFixture[s
 
 
 def config_files() -> list[Path]:
-    return sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "sweeps")
+    return sorted(
+        p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in ("sweeps", "experiments")
+    )
 
 
 @pytest.mark.parametrize("path", config_files(), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_config_parses(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Each file composes over a complete teacher config (sweep files: tests/test_sweeps.py)."""
-    config = print_config(capsys, *BASE, "--config", str(path))
+    """Each file composes over a complete teacher config (sweep files: tests/test_sweeps.py);
+    an overlay ("compose after X.yaml" in its comment) over its base config too."""
+    config = print_config(capsys, *BASE, *with_base(path))
     overridden = yaml.safe_load(path.read_text())
     for section in overridden:
         assert section in config

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lightning_modules.distill import DistillModule
+from tests.cli_helpers import with_base
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark, with_random_features
 from tests.test_teacher import CONSOLE_SCRIPT, cli
@@ -49,12 +51,24 @@ def teacher_checkpoints(feature_bench: Path, tmp_path_factory: pytest.TempPathFa
 
 
 def distill_configs() -> list[Path]:
-    return sorted((CONFIGS / "distill").glob("*.yaml"))
+    """The dense feature-level distillation configs (this module's teachers); the clip and
+    segment ones train end to end in the reproduce tests (tests/test_reproduce.py)."""
+    return sorted((CONFIGS / "distill").glob("dense_features_*.yaml"))
+
+
+def teacher_names(config: Path) -> set[str]:
+    """The teachers a config (or, for an overlay without its own, its base) names."""
+    for path in reversed(with_base(config)[1::2]):
+        teachers = yaml.safe_load(Path(path).read_text())["model"]["init_args"].get("teachers")
+        if teachers:
+            return set(teachers)
+    return set()
 
 
 def build(config: Path, root: Path, runs: Path, teachers: dict, *extra: str):
-    overrides = [f"--model.init_args.teachers.{name}={path}" for name, path in teachers.items()]
-    return cli([*FEATURES, "--config", str(config), *common(root, runs), *overrides, *extra])
+    named = teacher_names(config) or set(teachers)
+    overrides = [f"--model.init_args.teachers.{n}={p}" for n, p in teachers.items() if n in named]
+    return cli([*FEATURES, *with_base(config), *common(root, runs), *overrides, *extra])
 
 
 @pytest.mark.parametrize("config", distill_configs(), ids=lambda p: p.stem)

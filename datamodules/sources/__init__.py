@@ -7,6 +7,7 @@
 | `KeypointSource` | npy `(frames, K, 3)`                | `(T, K, 3)` x, y in [0, 1], confidence |
 | `BoxSource`      | per-video JSON                      | `(T, N, 6)` boxes and `(T, N)` mask    |
 | `FeatureSource`  | npy `(T_file, D)` on a stride grid  | `(D, T)`                               |
+| `TeacherCacheSource` | npy `(steps, D)`, a teacher's outputs | `(D, T)` (see `teacher_cache`)   |
 """
 
 from datamodules.sources.base import DataError, Problem, Source
@@ -14,6 +15,7 @@ from datamodules.sources.boxes import BoxSource
 from datamodules.sources.features import FeatureSource
 from datamodules.sources.flow import FlowSource
 from datamodules.sources.keypoints import KeypointSource
+from datamodules.sources.teacher_cache import TeacherCacheSource
 from datamodules.sources.video import VideoSource
 
 __all__ = [
@@ -24,5 +26,6 @@ __all__ = [
     "KeypointSource",
     "Problem",
     "Source",
+    "TeacherCacheSource",
     "VideoSource",
 ]

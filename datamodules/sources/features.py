@@ -5,11 +5,21 @@ Features are extracted over windows of `window` frames every `stride` frames of 
 each grid step takes the feature nearest its instant. THUMOS14's standard I3D features hold RGB
 in channels 0-1023 and flow in 1024-2047: `channels` picks a slice, so one file serves an RGB
 student and a flow teacher as two modalities.
+
+Integrity: a folder written by `crossdistill extract-features` holds a `meta.json` listing each
+file's size and BLAKE2b digest and the command that wrote it. `check` (run on every video before
+training, and by `crossdistill data-check`) compares the file against its entry first, so a
+truncated or altered file is reported by name with that command to rebuild it, instead of
+failing to load mid-epoch or, worse, loading as wrong numbers. The size is always compared; the
+digest too unless `verify_digest: false` (it costs one more pass over a file the NaN scan reads in
+full anyway). Folders without a `meta.json` (features from elsewhere) get the other checks only.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +35,9 @@ from datamodules.grid import (
     resampled_positions,
 )
 from datamodules.sources.base import DataError, Problem, Source, load_array, non_finite, steps_info
+from datamodules.sources.integrity import entry_problem
+
+META = "meta.json"
 
 
 class FeatureSource(Source):
@@ -38,6 +51,8 @@ class FeatureSource(Source):
         channels: `[start, end)` slice of the feature dimension, e.g. `[0, 1024]`.
         resample: spread the features evenly over the annotated duration and interpolate
             linearly (ActivityNet-style fixed-length features), instead of ActionFormer's rule.
+        verify_digest: compare each file's digest with its folder's `meta.json` entry (the size
+            is always compared where there is one).
     """
 
     kind = "features"
@@ -51,6 +66,7 @@ class FeatureSource(Source):
         fps: float | None = None,
         channels: tuple[int, int] | None = None,
         resample: bool = False,
+        verify_digest: bool = True,
     ) -> None:
         super().__init__(path, resample)
         if stride < 1 or window < 1:
@@ -61,6 +77,8 @@ class FeatureSource(Source):
         self.window = window
         self.fps = fps
         self.channels = channels
+        self.verify_digest = verify_digest
+        self._metas: dict[Path, tuple[int, dict[str, Any] | None]] = {}
 
     def _fps(self, record: VideoRecord) -> float:
         fps = self.fps or record.fps
@@ -70,6 +88,35 @@ class FeatureSource(Source):
                 f"set modalities.{self.name}.init_args.fps, or give fps in the annotations"
             )
         return fps
+
+    def _meta(self, folder: Path) -> dict[str, Any] | None:
+        """The folder's `meta.json` (re-read when it changes), or None without one."""
+        path = folder / META
+        if not path.is_file():
+            return None
+        stamp = path.stat().st_mtime_ns
+        cached = self._metas.get(folder)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, json.loads(path.read_text()))
+            self._metas[folder] = cached
+        return cached[1]
+
+    def integrity_problem(self, path: Path, record: VideoRecord) -> Problem | None:
+        """The file against its `meta.json` entry: truncated, altered or missing."""
+        meta = self._meta(path.parent)
+        entry = (meta or {}).get("files", {}).get(record.video_id)
+        if entry is None:
+            return None
+        what = entry_problem(path, entry, self.verify_digest)
+        if what is None:
+            return None
+        command = meta.get("command") if meta else None
+        fix = f"re-extract the features: `{command}`" if command else "re-extract the features"
+        return self.problem(path, record, f"{what} (checked against {path.parent / META})", fix)
+
+    def check(self, record: VideoRecord) -> list[Problem]:
+        found = self.integrity_problem(self.file(record.video_id), record)
+        return [found] if found is not None else super().check(record)
 
     def check_file(self, path: Path, record: VideoRecord) -> list[Problem]:
         array = load_array(path)

@@ -71,7 +71,9 @@ class VideoCNN(ModalityEncoder):
     halved by the stem and by the first block of every stage, then averaged away. Padded frames
     are zeroed on input, so what they held never reaches a valid output. The temporal stem is
     what lets an RGB model see motion at all on the synthetic benchmark (see
-    ../shared/SYNTHETIC-NOTES.md).
+    ../shared/SYNTHETIC-NOTES.md). `frame_differences` also feeds `x_t - x_{t-1}` to the stem
+    (TSN's RGB-difference input, Wang et al. ECCV 2016): motion from the first layer, still
+    computed from RGB alone.
     """
 
     time_dim = 2
@@ -85,13 +87,16 @@ class VideoCNN(ModalityEncoder):
         depths: Sequence[int] = (1, 1, 1),
         temporal_kernel: int = 3,
         stem_temporal_kernel: int = 5,
+        frame_differences: bool = False,
         pretrained: str | None = None,
     ) -> None:
         if len(widths) != len(depths):
             raise ValueError(f"widths {list(widths)} and depths {list(depths)} differ in length")
         super().__init__(modality, widths[-1])
+        self.frame_differences = frame_differences
+        stem_inputs = 2 * in_channels if frame_differences else in_channels
         self.stem = nn.Sequential(
-            _spatial_bn(in_channels, stem_channels, 2),
+            _spatial_bn(stem_inputs, stem_channels, 2),
             nn.ReLU(inplace=True),
             _temporal_bn(stem_channels, stem_channels, stem_temporal_kernel),
             nn.ReLU(inplace=True),
@@ -107,7 +112,11 @@ class VideoCNN(ModalityEncoder):
 
     def encode(self, inputs: Mapping[str, Tensor], mask: Tensor) -> Tensor:
         frames = inputs[self.modality]
-        x = self.stem(frames * mask[:, None, :, None, None].to(frames.dtype))
+        frames = frames * mask[:, None, :, None, None].to(frames.dtype)
+        if self.frame_differences:
+            previous = torch.cat([frames[:, :, :1], frames[:, :, :-1]], dim=2)
+            frames = torch.cat([frames, frames - previous], dim=1)
+        x = self.stem(frames)
         for block in self.blocks:
             x = block(x)
         return x.mean(dim=(3, 4))

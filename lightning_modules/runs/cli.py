@@ -4,7 +4,9 @@ Models and datamodules are chosen by `class_path` in YAML (subclass mode); confi
 order (`--config a.yaml --config b.yaml`, then `--key value` flags, later wins). On top of
 LightningCLI, every command gets a run directory (see `runs.directory`): the loggers write there,
 `fit` keeps `checkpoints/last.ckpt` and `checkpoints/best.ckpt` there, and `RunRecorder` writes
-the resolved `config.yaml` and `run_meta.json` into it.
+the resolved `config.yaml` and `run_meta.json` into it. Every `fit` also gets `Preemption`
+(random state in checkpoints, a clean stop on SIGTERM/SIGUSR1 with exit status 75, exact resume)
+and `NonFiniteGuard` (`--nan_guard stop|skip|off`).
 
 No `link_arguments`: the class count and feature sizes sit at different depths in different
 models (`model.init_args.model.init_args.head...` for a teacher, under the student for a
@@ -19,12 +21,13 @@ import importlib
 import os
 import sys
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_modules.runs.callbacks import RunCheckpoint, RunRecorder
@@ -38,6 +41,9 @@ from lightning_modules.runs.directory import (
 )
 from lightning_modules.runs.list_items import expand_list_items
 from lightning_modules.runs.meta import read_meta
+from lightning_modules.runs.nan_guard import NonFiniteError, NonFiniteGuard
+from lightning_modules.runs.preemption import PREEMPTED_EXIT_CODE, Preempted, Preemption
+from lightning_modules.task_module import CheckpointMismatchError
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
 DEFAULT_LOGGER = {
@@ -76,6 +82,14 @@ class CrossdistillCLI(LightningCLI):
             "the start time). Resume a fit with `fit --config RUN_DIR/config.yaml --ckpt_path "
             "last`; evaluate it with `test --config RUN_DIR/config.yaml --ckpt_path best`.",
         )
+        parser.add_argument(
+            "--nan_guard",
+            type=Literal["stop", "skip", "off"],
+            default="stop",
+            help="On a NaN/Inf training loss or gradient: `stop` the run with a report of the "
+            "step, the bad loss terms and the batch's videos and windows (exit status 1), "
+            "`skip` the step (no parameter update) and go on, or `off`.",
+        )
         parser.set_defaults({"trainer.logger": DEFAULT_LOGGER})
 
     def before_instantiate_classes(self) -> None:
@@ -112,6 +126,14 @@ class CrossdistillCLI(LightningCLI):
         # also outside fit: Lightning wants the callbacks that wrote a checkpoint it loads
         if trainer_args.get("enable_checkpointing") is not False:
             callbacks.append(RunCheckpoint(self.location.run_dir / CHECKPOINTS))
+            # exact resume: random state in checkpoints, stop on SIGTERM/SIGUSR1 (fit only)
+            callbacks.append(Preemption(self.location.run_dir / CHECKPOINTS / "last.ckpt"))
+            from lightning_modules.export import StudentExport  # best/last.student.pt (fit only)
+
+            callbacks.append(StudentExport(self.location.run_dir / CHECKPOINTS))
+        nan_guard = self.config[str(self.subcommand)].get("nan_guard", "stop")
+        if nan_guard != "off":
+            callbacks.append(NonFiniteGuard(nan_guard))
         return super().instantiate_trainer(
             default_root_dir=str(self.location.stage_dir), callbacks=callbacks, **kwargs
         )
@@ -166,6 +188,12 @@ def run(argv: list[str]) -> int:
     except RunDirError as err:
         print(f"crossdistill {argv[0]}: {err}", file=sys.stderr)
         return 2
+    except (Preempted, SIGTERMException) as stop:
+        print(f"crossdistill {argv[0]}: preempted: {stop or 'SIGTERM'}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
+    except (NonFiniteError, CheckpointMismatchError) as err:
+        print(f"crossdistill {argv[0]}: {err}", file=sys.stderr)
+        return 1
     finally:
         if previous is None:
             os.environ.pop(RUN_NAME_ENV, None)

@@ -5,7 +5,9 @@ that processes Lightning spawns for DDP agree), else `$WANDB_RUN_ID` (a W&B swee
 the folder and the W&B run share a name), else the start time. `fit` writes into the run
 directory itself; `validate`/`test`/`predict` write into its `<subcommand>/` folder, so that the
 predictions of a trained run sit next to its checkpoints. `--ckpt_path last|best` names the run's
-own `checkpoints/last.ckpt` and `checkpoints/best.ckpt`.
+own `checkpoints/last.ckpt` and `checkpoints/best.ckpt`; `fit --ckpt_path last` on a run that
+stopped before writing its first `last.ckpt` (preempted in its first epoch) starts it again from
+the beginning in the same folder.
 """
 
 from __future__ import annotations
@@ -63,10 +65,14 @@ def locate_run(
     _check_name(name)
     run_dir = root / name
     stage_dir = run_dir if subcommand == "fit" else run_dir / subcommand
-    if ckpt_path in RUN_CHECKPOINTS:
-        ckpt_path = str(_run_checkpoint(run_dir, ckpt_path))
     resumed = subcommand == "fit" and (run_dir / CONFIG_FILE).exists()
-    if resumed and ckpt_path is None:
+    last = run_dir / CHECKPOINTS / "last.ckpt"
+    restart = resumed and ckpt_path == "last" and not last.is_file()
+    if restart:  # stopped (preempted) before its first epoch ended: start over, same seed
+        ckpt_path = None
+    elif ckpt_path in RUN_CHECKPOINTS:
+        ckpt_path = str(_run_checkpoint(run_dir, ckpt_path))
+    if resumed and ckpt_path is None and not restart:
         raise RunDirError(
             f"{run_dir} already holds a run. Fix: resume it with `--ckpt_path last`, or start a "
             "new run with another --run_name (or none, for a time-stamped one)"

@@ -1,0 +1,1 @@
+"""`crossdistill reproduce`: a paper table from its recipe in `configs/experiments/`."""

@@ -1,0 +1,250 @@
+"""Run a table recipe: benchmark, preparation, then every row and seed, each once.
+
+Everything goes through the same commands a user types (`crossdistill fit`, `test`,
+`extract-features`), run in this process, into `OUT/runs/<row>-seed<N>/` run directories. A
+finished row seed leaves `OUT/results/<row>/seed<N>.json` (its test metrics); a finished
+preparation step leaves `OUT/runs/<step>/DONE` or its features' `meta.json`. Rerunning skips what
+is finished and resumes an interrupted fit from its `last.ckpt`, so `reproduce` can be stopped
+and started again at any point.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark, is_complete
+from lightning_modules.reproduce.recipe import PrepareStep, Recipe, RecipeError, Row
+
+SYNTHETIC = "synthetic"
+DONE = "DONE"
+
+
+class ReproduceError(RuntimeError):
+    """A command of the table failed; the message names the row and its run directory."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work for the progress bar: a preparation step or a row's seed."""
+
+    name: str
+    run: Callable[[], None]
+    done: Callable[[], bool]
+
+
+def quiet_lightning() -> None:
+    """Keep the terminal to progress and results: no model summaries or hardware banners."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def _lightning(argv: list[str]) -> None:
+    from lightning_modules.runs.cli import run
+
+    status = run(argv)
+    if status != 0:
+        raise ReproduceError(f"crossdistill {' '.join(argv)} exited with {status}")
+
+
+def _extract(argv: list[str]) -> None:
+    from lightning_modules.feature_extraction import main
+
+    status = main(argv)
+    if status != 0:
+        raise ReproduceError(f"crossdistill extract-features {' '.join(argv)} exited with {status}")
+
+
+class TableRunner:
+    """Trains and tests what a recipe's rows need, in order, under `out`."""
+
+    def __init__(self, recipe: Recipe, out: Path, data: str = SYNTHETIC) -> None:
+        self.recipe = recipe
+        self.out = Path(out)
+        self.synthetic = data == SYNTHETIC
+        self.data_configs = recipe.data if self.synthetic else (Path(data),)
+        if not self.synthetic:
+            if not Path(data).is_file():
+                raise RecipeError(f"--data {data}: no such data config")
+            mixed = [row.name for row in recipe.rows if row.data]
+            if mixed:
+                raise RecipeError(
+                    f"table {recipe.table} gives rows {mixed} their own data config (it mixes "
+                    "tasks); --data replaces the data of single-task tables only"
+                )
+        self.runs = self.out / "runs"
+        self.results = self.out / "results"
+        self.benchmark = self.out / "data" / SYNTHETIC
+
+    # ----------------------------------------------------------------- plan
+    def jobs(self) -> list[Job]:
+        """Benchmark, preparation steps (with the rows they extract features from), then rows;
+        every row after its teachers."""
+        jobs: list[Job] = []
+        scheduled: set[str] = set()
+
+        def schedule(row: Row) -> None:
+            for teacher in row.teachers.values():
+                schedule(self.recipe.row(teacher))
+            if row.name not in scheduled:
+                scheduled.add(row.name)
+                jobs.extend(self._row_job(row, seed) for seed in range(self.seeds(row)))
+
+        if self.synthetic:
+            jobs.append(Job("synthetic benchmark", self.make_benchmark, self.benchmark_ready))
+            for step in self.recipe.prepare:
+                if step.extract in {row.name for row in self.recipe.rows}:
+                    schedule(self.recipe.row(step.extract))
+                jobs.append(self._prepare_job(step))
+        for row in self.recipe.rows:  # the table's order, teachers pulled forward
+            schedule(row)
+        return jobs
+
+    def _row_job(self, row: Row, seed: int) -> Job:
+        return Job(
+            f"{row.name} seed {seed}",
+            lambda: self.run_row(row, seed),
+            self.result_path(row, seed).is_file,
+        )
+
+    def seeds(self, row: Row) -> int:
+        return row.seeds or self.recipe.seeds
+
+    def run(self) -> None:
+        """Every job not yet done, in order: a line per job (rows), Lightning's bar per epoch."""
+        quiet_lightning()
+        jobs = self.jobs()
+        for number, job in enumerate(jobs, 1):
+            label = f"[{self.recipe.table} {number}/{len(jobs)}] {job.name}"
+            if job.done():
+                print(f"{label}: done earlier", flush=True)
+                continue
+            print(f"{label} ...", flush=True)
+            started = time.perf_counter()
+            job.run()
+            print(f"{label}: {time.perf_counter() - started:.0f} s", flush=True)
+
+    # ------------------------------------------------------------ benchmark
+    def synthetic_config(self) -> SyntheticConfig:
+        return SyntheticConfig(**self.recipe.synthetic)
+
+    def benchmark_ready(self) -> bool:
+        return is_complete(self.benchmark, self.synthetic_config())
+
+    def make_benchmark(self) -> None:
+        generate_benchmark(self.benchmark, self.synthetic_config())
+
+    def data_flags(self) -> list[str]:
+        return [f"--data.init_args.root={self.benchmark}"] if self.synthetic else []
+
+    # ---------------------------------------------------------- preparation
+    def _prepare_job(self, step: PrepareStep) -> Job:
+        if step.extract is not None:
+            out = self.benchmark / str(step.out)
+            return Job(step.name, lambda: self.extract(step, out), (out / "meta.json").is_file)
+        done = self.runs / step.name / DONE
+        return Job(step.name, lambda: self.fit_step(step), done.is_file)
+
+    def fit_step(self, step: PrepareStep) -> None:
+        configs = [self.recipe.trainer, *step.fit]
+        run_dir = self.runs / step.name
+        flags = [*self.data_flags(), "--seed_everything=0", *step.args, *self.recipe.final_args]
+        self.fit(configs, flags, run_dir)
+        (run_dir / DONE).write_text("")
+
+    def extract(self, step: PrepareStep, out: Path) -> None:
+        source = str(step.extract)
+        rows = {row.name: row for row in self.recipe.rows}
+        run_dir = self.run_dir(rows[source], 0) if source in rows else self.runs / source
+        checkpoint = run_dir / "checkpoints" / "best.ckpt"
+        _extract([
+            *_config_flags(step.data), *self.data_flags(),
+            f"--data.init_args.load=[{step.modality}]", "--data.init_args.num_workers=0",
+            f"--checkpoint={checkpoint}", f"--out={out}", *step.args,
+        ])  # fmt: skip
+
+    # ----------------------------------------------------------------- rows
+    def run_dir(self, row: Row, seed: int) -> Path:
+        return self.runs / f"{row.name}-seed{seed}"
+
+    def result_path(self, row: Row, seed: int) -> Path:
+        return self.results / row.name / f"seed{seed}.json"
+
+    def teacher_flags(self, row: Row) -> list[str]:
+        flags = []
+        for name, teacher_row in row.teachers.items():
+            checkpoint = self.run_dir(self.recipe.row(teacher_row), 0) / "checkpoints" / "best.ckpt"
+            flags.append(f"--model.init_args.teachers.{name}={checkpoint}")
+        return flags
+
+    def run_row(self, row: Row, seed: int) -> None:
+        data = row.data if self.synthetic and row.data else self.data_configs
+        configs = [self.recipe.trainer, *data, *row.fit]
+        flags = [
+            *self.data_flags(), f"--seed_everything={seed}", *self.recipe.args, *row.args,
+            *self.teacher_flags(row), *self.recipe.final_args,
+        ]  # fmt: skip
+        run_dir = self.run_dir(row, seed)
+        self.fit(configs, flags, run_dir)
+        metrics = self.test(run_dir)
+        path = self.result_path(row, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"row": row.name, "seed": seed, "run_dir": str(run_dir), "metrics": metrics}
+        _write_atomic(path, json.dumps(record, indent=1))
+
+    def fit(self, configs: list[Path], flags: list[str], run_dir: Path) -> None:
+        """Train into `run_dir`, resuming from its last checkpoint if a fit was interrupted."""
+        if (run_dir / "config.yaml").is_file() and (
+            run_dir / "checkpoints" / "last.ckpt"
+        ).is_file():
+            _lightning(["fit", "--config", str(run_dir / "config.yaml"), "--ckpt_path", "last"])
+            return
+        if run_dir.exists():  # died before its first checkpoint: start it again
+            _remove_tree(run_dir)
+        argv = ["fit", *_config_flags(configs)]
+        argv += [*flags, f"--trainer.default_root_dir={self.runs}", f"--run_name={run_dir.name}"]
+        _lightning(argv)
+
+    def test(self, run_dir: Path) -> dict[str, float]:
+        """Test the run's best checkpoint; its `test/*` metrics, named as by `evaluate`."""
+        _lightning(["test", "--config", str(run_dir / "config.yaml"), "--ckpt_path", "best"])
+        return read_test_metrics(run_dir / "test" / "metrics.csv")
+
+
+def _config_flags(configs: Iterable[Path]) -> list[str]:
+    return [flag for config in configs for flag in ("--config", str(config))]
+
+
+def read_test_metrics(path: Path) -> dict[str, float]:
+    if not path.is_file():
+        raise ReproduceError(f"{path} missing: the test run logged no metrics")
+    values: dict[str, float] = {}
+    with open(path, newline="") as handle:
+        for record in csv.DictReader(handle):
+            for key, value in record.items():
+                if key.startswith("test/") and key != "test/loss" and value not in ("", None):
+                    values[key.removeprefix("test/")] = float(value)
+    if not values:
+        raise ReproduceError(f"{path} holds no test metrics")
+    return values
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path)

@@ -1,0 +1,470 @@
+"""The teacher cache: each frozen teacher run once over whole videos, read back as a modality.
+
+`crossdistill cache-teachers --config ...` takes the config files of a distillation `fit` (the
+`data:` block and the DistillModule's `teachers`, `teacher_cache` and objectives), loads every
+teacher checkpoint, runs it over every video of the train, val and test subsets and writes its
+per-step outputs under `<teacher_cache>/<teacher>/` (see `datamodules.sources.teacher_cache`).
+`teacher_mode: cached` then trains the student from those files: the datamodule needs to load
+only the student's inputs (`load: [rgb]`), so no flow is decoded and no teacher runs.
+
+Decisions, and why:
+
+- **Whole videos.** A teacher runs on one window from 0 covering the video's evaluation tiles
+  (`tiles x window_steps` steps, padded past the end exactly like the last tile), so every
+  step gets the teacher's output with the whole video as context. The online teacher sees only
+  the training window, so near a window's edges (within the receptive field of its temporal
+  layers: PDAN's dilations reach 31 steps each way) the two differ; a video no longer than one
+  window gives identical outputs, and so does a teacher without temporal context. We keep the
+  whole-video teacher rather than caching per window: training windows start on any step, so
+  matching them exactly would take one cache per start, and the whole-video teacher is the
+  better-informed one (no artificial edges). The difference is measured in
+  `experiments/benchmarks/distill_epoch.py` and reported in the README.
+- **What is stored.** What the objectives of `lightning_modules.distillation` read from a
+  teacher on the grid: `embeddings (C, T)`, per-step `logits (K, T)`, and the `taps` the
+  configured objectives name (`tap:`), concatenated along channels (`layout` in the manifest).
+  Task extras (`stage_logits`) are not stored. Logits that are not per step (segment pyramids,
+  clip logits) cannot be cut by window, so such teachers stay online.
+- **The key.** BLAKE2b of: the checkpoint's bytes; the dataset (annotation files and the
+  synthetic `benchmark.json`, byte for byte); the grid (`window_seconds`, `window_steps`); and
+  the settings of the sources of the modalities the teacher reads (class, path, size, flow
+  bound, fps, ...). The media files are not hashed (reading every video before each run would
+  cost what the cache saves; rebuild after replacing them). The key is checked at the start of a
+  cached fit, and a mismatch names what changed and the command that rebuilds the cache.
+- **Augmentation.** The cache holds outputs on un-augmented inputs. Cached mode is accepted
+  only when the data's augmentation would leave the teacher's inputs unchanged anyway (then
+  online and cached teachers see the same input): crops and flips touch every image modality
+  (rgb, flow, keypoints, boxes), colour jitter RGB only; features are never augmented. Any other
+  combination is a config error naming the fix (`augment: null` or `teacher_mode: online`).
+- **Integrity.** Files are written atomically (temporary name, `os.replace`), the old manifest is
+  removed before and the new one written last, listing each file's steps, size and digest;
+  every file is checked against it before training (`TeacherCacheSource.check`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shlex
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import ActionConfigFile, ArgumentParser
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from datamodules.annotations import VideoRecord
+from datamodules.datamodule import MANIFEST as BENCHMARK_MANIFEST
+from datamodules.datamodule import MultimodalDataModule
+from datamodules.dataset import Collate, UntrimmedDataset
+from datamodules.grid import TimeGrid, video_steps
+from datamodules.sampling import Window, tiles
+from datamodules.sources.base import DataError, Source
+from datamodules.sources.integrity import DIGEST, file_digest, save_npy_atomic, write_json_atomic
+from datamodules.sources.teacher_cache import MANIFEST, TeacherCacheSource, read_manifest
+from datamodules.transforms import Augment, JointTransform
+from lightning_modules.models.encoder import ModalityEncoder
+from lightning_modules.models.outputs import ModelOutput
+
+FORMAT = 1
+"""Version of the cache layout; a cache of another format is stale."""
+
+Layout = list[tuple[str, int]]
+"""`(field, channels)` in storage order: `embeddings`, `logits`, `taps.<name>`."""
+
+_IMAGE_KINDS = ("rgb", "flow", "keypoints", "boxes")
+_NOT_SETTINGS = ("name", "root", "verify_digest")
+
+
+class TeacherCacheError(DataError):
+    """A teacher cache that is missing, stale or incomplete; the message names the rebuild."""
+
+
+def cache_modality(teacher: str) -> str:
+    """The `batch["inputs"]` key of a teacher's cached outputs."""
+    return f"teacher_cache:{teacher}"
+
+
+def teacher_modalities(model: nn.Module) -> list[str]:
+    """The modalities a model reads: those of its modality encoders."""
+    found = sorted({m.modality for m in model.modules() if isinstance(m, ModalityEncoder)})
+    if not found:
+        raise ValueError("the teacher has no modality encoder, so its inputs are unknown")
+    return found
+
+
+def objective_taps(objectives: Iterable[nn.Module]) -> list[str]:
+    """The teacher taps the objectives read (their `tap` option)."""
+    return sorted({tap for o in objectives if (tap := getattr(o, "tap", None)) is not None})
+
+
+# the key
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def source_settings(name: str, source: Source, datamodule: MultimodalDataModule) -> dict:
+    """A source's settings once bound to the dataset (class and public options)."""
+    bound = copy.deepcopy(source)
+    bound.bind(name, datamodule.root, datamodule.manifest)
+    settings = {
+        key: value
+        for key, value in vars(bound).items()
+        if not key.startswith("_") and key not in _NOT_SETTINGS and _jsonable(value)
+    }
+    return {"class": f"{type(source).__module__}.{type(source).__qualname__}", **settings}
+
+
+def dataset_digest(datamodule: MultimodalDataModule) -> str:
+    """Digest of what defines the videos: annotation files, reader options, synthetic manifest."""
+    digest = hashlib.blake2b(digest_size=16)
+    files = [*datamodule.annotation_files, datamodule.root / BENCHMARK_MANIFEST]
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        if path.is_file():
+            digest.update(path.read_bytes())
+    options = [datamodule.annotation_format, datamodule.annotation_options]
+    digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def data_fingerprint(
+    datamodule: MultimodalDataModule, modalities: Sequence[str], rebuild: str = ""
+) -> dict[str, Any]:
+    """The data part of the key: dataset, grid, and the sources the teacher reads."""
+    configured = datamodule.configured_modalities
+    missing = [m for m in modalities if m not in configured]
+    if missing:
+        raise TeacherCacheError(
+            f"the teacher reads modalities {missing}, which this data config does not define. "
+            f"Fix: cache-teachers and fit must read the same data config: `{rebuild}`"
+        )
+    return {
+        "dataset": dataset_digest(datamodule),
+        "window_seconds": datamodule.window_seconds,
+        "window_steps": datamodule.window_steps,
+        "sources": {m: source_settings(m, configured[m], datamodule) for m in modalities},
+    }
+
+
+def cache_key(checkpoint_digest: str, data: dict[str, Any]) -> str:
+    payload = json.dumps([FORMAT, checkpoint_digest, data], sort_keys=True)
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+# packing outputs
+
+
+def pack(output: ModelOutput, taps: Sequence[str]) -> tuple[Tensor, Layout]:
+    """A teacher's per-step outputs `(B, D, T)`, and their layout."""
+    steps = output.mask.shape[-1]
+    fields: list[tuple[str, Tensor]] = [("embeddings", output.embeddings)]
+    if not isinstance(output.logits, Tensor) or output.logits.dim() != 3:
+        raise ValueError(
+            "the teacher's logits are not per step (a segment pyramid or clip logits); only "
+            "per-step teachers can be cached. Fix: use teacher_mode: online"
+        )
+    fields.append(("logits", output.logits))
+    for tap in taps:
+        if tap not in output.taps:
+            raise ValueError(
+                f"the objectives read tap {tap!r}; the teacher has {sorted(output.taps)}"
+            )
+        fields.append((f"taps.{tap}", output.taps[tap]))
+    for field, value in fields:
+        if value.dim() != 3 or value.shape[-1] != steps:
+            raise ValueError(
+                f"teacher output {field} {tuple(value.shape)} is not (B, C, T) on the grid of "
+                f"{steps} steps, so it cannot be cut by window. Fix: use teacher_mode: online"
+            )
+    layout = [(field, int(value.shape[1])) for field, value in fields]
+    return torch.cat([value.float() for _, value in fields], dim=1), layout
+
+
+def unpack(packed: Tensor, layout: Sequence[Sequence[Any]], mask: Tensor) -> ModelOutput:
+    """The `ModelOutput` of cached outputs `(B, D, T)` (no extras)."""
+    parts: dict[str, Tensor] = {}
+    start = 0
+    for field, width in layout:
+        parts[str(field)] = packed[:, start : start + int(width)]
+        start += int(width)
+    taps = {k.removeprefix("taps."): v for k, v in parts.items() if k.startswith("taps.")}
+    return ModelOutput(parts["embeddings"], parts["logits"], mask, taps)
+
+
+# building
+
+
+class WholeVideos:
+    """One window per video from 0, covering its evaluation tiles (padding as the last tile)."""
+
+    random = False
+
+    def __init__(self, records: Sequence[VideoRecord], seconds: float, steps: int) -> None:
+        self.records, self.seconds, self.steps = list(records), seconds, steps
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def windows(self, index: int, rng: Any = None) -> list[Window]:
+        record = self.records[index]
+        assert record.duration is not None
+        count = tiles(record.duration, self.seconds, self.steps)
+        return [Window(record, TimeGrid(0.0, count * self.seconds, count * self.steps), 0)]
+
+
+def usable_records(datamodule: MultimodalDataModule) -> list[VideoRecord]:
+    """Every video of the distinct train/val/test subsets whose teacher inputs are readable."""
+    records: dict[str, VideoRecord] = {}
+    seen: set[str] = set()
+    for role in ("train", "val", "test"):
+        subset = datamodule.subsets[role]
+        if subset is None or subset in seen:
+            continue
+        seen.add(str(subset))
+        report = datamodule.inspect(role)
+        if report.all_problems and datamodule.missing == "error":
+            first = report.all_problems[0]
+            raise DataError(
+                f"cannot cache teachers over subset {report.name!r}: {first} "
+                f"({len(report.all_problems)} problem(s); `crossdistill data-check` lists them)"
+            )
+        records.update((r.video_id, r) for r in report.usable)
+    return list(records.values())
+
+
+@torch.no_grad()
+def build_cache(
+    teacher: nn.Module,
+    checkpoint: Path,
+    datamodule: MultimodalDataModule,
+    folder: Path,
+    records: Sequence[VideoRecord],
+    taps: Sequence[str] = (),
+    command: str = "",
+) -> dict[str, Any]:
+    """Run `teacher` over whole videos, write `folder/<video_id>.npy` and the manifest last."""
+    modalities = teacher_modalities(teacher)
+    data = data_fingerprint(datamodule, modalities, command)
+    checkpoint_digest = file_digest(checkpoint)
+    assert datamodule.window_seconds is not None
+    stride = datamodule.window_seconds / datamodule.window_steps
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)  # invalid from here until the new one is written
+    sources = {m: datamodule.modalities[m] for m in modalities}
+    dataset = UntrimmedDataset(
+        WholeVideos(records, datamodule.window_seconds, datamodule.window_steps),
+        sources,
+        "dense",
+        datamodule.annotation_set.classes,
+        JointTransform(sources, None),
+    )
+    loader = DataLoader(dataset, batch_size=1, collate_fn=Collate(sources))
+    teacher.eval()
+    layout: Layout = []
+    videos: dict[str, dict[str, Any]] = {}
+    for batch in loader:
+        packed, layout = pack(teacher(batch["inputs"], batch["mask"]), taps)
+        video_id = batch["meta"]["video_id"][0]
+        steps = video_steps(float(batch["meta"]["duration"][0]), stride)
+        if int(batch["mask"][0].sum()) != steps or not bool(batch["mask"][0, :steps].all()):
+            raise AssertionError(f"video {video_id!r}: the valid steps are not its first {steps}")
+        rows = packed[0, :, :steps].T.contiguous().numpy()
+        videos[video_id] = {"steps": steps, **save_npy_atomic(folder / f"{video_id}.npy", rows)}
+    manifest = {
+        "format": FORMAT,
+        "key": cache_key(checkpoint_digest, data),
+        "checkpoint": str(checkpoint),
+        f"checkpoint_{DIGEST}": checkpoint_digest,
+        "data": data,
+        "modalities": {m: sources[m].kind for m in modalities},
+        "stride": stride,
+        "layout": layout,
+        "videos": videos,
+        "command": command,
+    }
+    write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
+# reading back
+
+
+def rebuild_command(argv: Sequence[str] | None = None, fallback: str = "") -> str:
+    """`crossdistill cache-teachers` with this fit's configs and data/model overrides (the
+    trainer's flags dropped); outside a `crossdistill fit`, `fallback` or a template."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "fit" not in args:
+        return fallback or "crossdistill cache-teachers --config <the configs of the fit>"
+    keep: list[str] = []
+    skip_value = False
+    for token in args[args.index("fit") + 1 :]:
+        if skip_value:
+            skip_value = False
+            continue
+        dropped = ("--trainer", "--seed_everything", "--ckpt_path", "--run_name", "--optimizer")
+        if token.startswith((*dropped, "--lr_scheduler")):
+            skip_value = "=" not in token
+            continue
+        keep.append(token)
+    return shlex.join(["crossdistill", "cache-teachers", *keep])
+
+
+def _stale_reason(manifest: dict[str, Any], checkpoint: Path, digest: str, data: dict) -> str:
+    if manifest.get("format") != FORMAT:
+        return f"it has format {manifest.get('format')}, this code reads {FORMAT}"
+    if manifest.get(f"checkpoint_{DIGEST}") != digest:
+        return (
+            f"it was built from checkpoint {manifest.get('checkpoint')} and the teacher is now "
+            f"{checkpoint}, whose bytes differ"
+        )
+    built = manifest.get("data", {})
+    if built.get("dataset") != data["dataset"]:
+        return "the annotations (or the synthetic benchmark's manifest) changed since"
+    for key in ("window_seconds", "window_steps"):
+        if built.get(key) != data[key]:
+            return f"it was built with {key} {built.get(key)}, the config now has {data[key]}"
+    for name, settings in data["sources"].items():
+        if built.get("sources", {}).get(name) != settings:
+            return (
+                f"modality {name!r} is configured differently: built with "
+                f"{built.get('sources', {}).get(name)}, now {settings}"
+            )
+    return "its key differs"
+
+
+def check_augmentation(augment: Augment | None, kinds: dict[str, str], rebuild: str) -> None:
+    """Refuse cached teachers when training augmentation would change a teacher's input."""
+    if augment is None:
+        return
+    touched = [
+        name
+        for name, kind in kinds.items()
+        if (kind in _IMAGE_KINDS and (augment.min_scale < 1 or augment.flip))
+        or (kind == "rgb" and augment.colour_jitter > 0)
+    ]
+    if touched:
+        raise TeacherCacheError(
+            f"training augmentation {augment} would change the input {touched} of a cached "
+            "teacher, but the cache holds outputs on un-augmented input. Fix: set "
+            "data.init_args.augment: null (or min_scale: 1 and flip: false, colour_jitter: 0 "
+            "for RGB teachers), or use teacher_mode: online"
+        )
+
+
+def open_cache(
+    name: str,
+    checkpoint: str | Path,
+    datamodule: MultimodalDataModule,
+    folder: Path,
+    taps: Sequence[str] = (),
+    rebuild: str | None = None,
+    augmentation: bool = True,
+) -> TeacherCacheSource:
+    """Teacher `name`'s cache, checked against its checkpoint, the data config, the objectives'
+    taps and (with `augmentation`) the training augmentation; every problem is a
+    `TeacherCacheError` naming the rebuild."""
+    checkpoint = Path(checkpoint)
+    manifest = read_manifest(folder)
+    command = rebuild or rebuild_command(fallback=(manifest or {}).get("command", ""))
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"teacher checkpoint {checkpoint} does not exist. Fix: train the teacher first "
+            f"and point teachers.{name} at its .ckpt"
+        )
+    if manifest is None:
+        raise TeacherCacheError(
+            f"{folder / MANIFEST}: no cache of teacher {name!r} (never built, or its build was "
+            f"interrupted). Fix: build it with `{command}`"
+        )
+    digest = file_digest(checkpoint)
+    data = data_fingerprint(datamodule, list(manifest.get("modalities", {})), command)
+    if manifest.get("key") != cache_key(digest, data):
+        reason = _stale_reason(manifest, checkpoint, digest, data)
+        raise TeacherCacheError(
+            f"{folder / MANIFEST}: the cache of teacher {name!r} is stale: {reason}. "
+            f"Fix: rebuild it with `{command}`"
+        )
+    stored = {field for field, _ in manifest["layout"]}
+    lacking = [tap for tap in taps if f"taps.{tap}" not in stored]
+    if lacking:
+        raise TeacherCacheError(
+            f"{folder / MANIFEST}: the objectives read taps {lacking} of teacher {name!r}, "
+            f"which the cache does not hold. Fix: rebuild it with `{command}`"
+        )
+    if augmentation:
+        check_augmentation(datamodule.augment, manifest["modalities"], command)
+    return TeacherCacheSource(folder, command)
+
+
+# the command
+
+
+def build_parser() -> ArgumentParser:
+    from lightning_modules.distill import DistillModule
+
+    parser = ArgumentParser(
+        prog="crossdistill cache-teachers",
+        description="Run each frozen teacher of a distillation config once over whole videos and "
+        "write its per-step outputs, for `teacher_mode: cached`. Takes the config files of "
+        "`crossdistill fit`.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="config file(s), as for fit")
+    parser.add_subclass_arguments(MultimodalDataModule, "data", required=True)
+    parser.add_subclass_arguments(DistillModule, "model", required=True)
+    for key in ("seed_everything", "trainer", "optimizer", "lr_scheduler", "ckpt_path"):
+        parser.add_argument(f"--{key}", type=Any, default=None, help="ignored here")
+    parser.add_argument("--run_name", type=Any, default=None, help="ignored here")
+    parser.add_argument("--force", type=bool, default=False, help="rebuild up-to-date caches")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    from lightning_modules.distill import load_frozen_teacher
+
+    parser = build_parser()
+    config = parser.parse_args(argv)
+    command = rebuild_command(["fit", *argv])  # this command, without the trainer's flags
+    checkpoints = {n: Path(p) for n, p in config.model.init_args.teachers.items()}
+    teachers = {name: load_frozen_teacher(path) for name, path in checkpoints.items()}
+    needed = sorted({m for t in teachers.values() for m in teacher_modalities(t)})
+    config.data.init_args.load = needed  # the teachers' inputs, whatever the student loads
+    config.model.init_args.teacher_mode = "cached"  # the module is read for its objectives only
+    built = parser.instantiate(config)
+    datamodule, module = built.data, built.model
+    taps = objective_taps(module.objectives)
+    records = usable_records(datamodule)
+    for name, teacher in teachers.items():
+        folder = Path(module.teacher_cache) / name
+        if not config.force:
+            try:
+                source = open_cache(
+                    name, checkpoints[name], datamodule, folder, taps, command, augmentation=False
+                )
+                if not [p for r in records for p in source.check(r)]:
+                    print(f"cache-teachers: {name}: up to date in {folder}")
+                    continue
+            except TeacherCacheError:
+                pass
+        manifest = build_cache(
+            teacher, checkpoints[name], datamodule, folder, records, taps, command
+        )
+        channels = sum(width for _, width in manifest["layout"])
+        print(
+            f"cache-teachers: {name}: {len(manifest['videos'])} videos, {channels} channels "
+            f"({', '.join(field for field, _ in manifest['layout'])}) in {folder}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

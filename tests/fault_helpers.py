@@ -1,0 +1,57 @@
+"""Test-only callbacks that CLI subprocesses load by class path (`--trainer.callbacks+=...`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+
+class StepMarker(Callback):
+    """Print `crossdistill-test: epoch E step S` to stderr after every training step, so that a
+    test can wait for a point in the run (here: to send a signal mid-epoch)."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        print(
+            f"crossdistill-test: epoch {trainer.current_epoch} step {trainer.global_step}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+class FailOnRank(Callback):
+    """Raise `RuntimeError` on global rank `rank` at training step `step`."""
+
+    def __init__(self, rank: int = 1, step: int = 1) -> None:
+        self.rank, self.step = rank, step
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            raise RuntimeError(f"injected failure on rank {self.rank} (pid {os.getpid()})")
+
+
+class PoisonBatch(Callback):
+    """Set the inputs of the first sample of the batch at training step `step` to NaN (as a
+    broken feature file would, past the loaders' checks) and print which window it was."""
+
+    def __init__(self, step: int = 1) -> None:
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step != self.step:
+            return
+        for tensor in batch["inputs"].values():
+            if tensor.is_floating_point():
+                tensor[0] = float("nan")
+        meta = batch["meta"]
+        window = f"{meta['video_id'][0]} [{float(meta['t0'][0]):g}, {float(meta['t1'][0]):g}) s"
+        print(f"crossdistill-test: poisoned {window}", file=sys.stderr, flush=True)

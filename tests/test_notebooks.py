@@ -1,0 +1,114 @@
+"""The paper-table notebooks (`experiments/*.ipynb`): stored without outputs, parametrised by
+`CROSSDISTILL_SMOKE`, and run top to bottom in smoke mode (their table trained on the tiny
+benchmark, the results checked against the `results.json` schema, the plots written).
+
+The smoke runs also exercise the configs the three recipes use (every row trains and tests):
+`configs/experiments/{dai21_dense,lee23_segments,radevski_clips}.yaml` and the configs they
+compose, and `experiments/notebook_helpers.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lightning_modules.reproduce.recipe import load_recipe
+from lightning_modules.reproduce.results import main_metric
+from tests.test_reproduce import RESULT_KEYS
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+TABLE_KEYS = {"table", "title", "data", "seeds", "rows"}
+
+# notebook -> (its table, the plots it saves under OUT/plots, a derived file under OUT/derived)
+NOTEBOOKS = {
+    "dai21_augmented_rgb": (
+        "dai21_dense",
+        ["class_ap", "timeline", "losses", "baselines"],
+        "late_fusion-rgb+flow-seed0.npz",
+    ),
+    "lee23_decomposed": (
+        "lee23_segments",
+        ["tiou", "class_ap", "timeline", "ablations"],
+        None,
+    ),
+    "radevski_multimodal_teachers": (
+        "radevski_clips",
+        ["class_ap", "reliability", "clip_confidence", "weighting"],
+        "ensemble-per_sample-seed0.json",
+    ),
+}
+
+
+def _read(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(EXPERIMENTS / f"{name}.ipynb", as_version=4)
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_notebook_is_stored_clean_and_takes_the_smoke_switch(name: str) -> None:
+    notebook = _read(name)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and cell.execution_count is None for cell in code)
+    first = code[0].source
+    assert 'os.environ.get("CROSSDISTILL_SMOKE", "0") == "1"' in first
+    assert f'TABLE = "{NOTEBOOKS[name][0]}"' in first
+    assert "CROSSDISTILL_OUT" in first
+
+
+def _check_results(results: dict, table: str) -> None:
+    """`results.json` as `lightning_modules/reproduce/results.py` describes it."""
+    recipe = load_recipe(table, smoke=True)
+    assert set(results) == TABLE_KEYS
+    assert results["table"] == table and results["data"] == "synthetic"
+    assert results["seeds"] == recipe.seeds == 1
+    assert [row["row"] for row in results["rows"]] == [row.name for row in recipe.rows]
+    for row, spec in zip(results["rows"], recipe.rows, strict=True):
+        assert set(row) == RESULT_KEYS
+        assert row["label"] == spec.label and row["inference_modalities"] == list(spec.inference)
+        assert row["paper"] == spec.paper
+        assert row["metrics"] and main_metric(row) in row["metrics"]
+        for summary in row["metrics"].values():
+            assert set(summary) == {"mean", "std", "values"}
+            assert len(summary["values"]) == 1 and summary["std"] == 0.0
+            assert summary["mean"] == pytest.approx(summary["values"][0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_notebook_runs_its_table_in_smoke_mode(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbclient import NotebookClient
+
+    table, plots, derived = NOTEBOOKS[name]
+    out = tmp_path / "out"
+    monkeypatch.setenv("CROSSDISTILL_SMOKE", "1")
+    monkeypatch.setenv("CROSSDISTILL_OUT", str(out))
+    # one thread per process: on a shared 2-core machine, torch's 2 threads spin against
+    # each other and every other job (several times slower)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    notebook = _read(name)
+    client = NotebookClient(
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+
+    _check_results(json.loads((out / "results.json").read_text()), table)
+    for plot in plots:
+        assert (out / "plots" / f"{plot}.png").stat().st_size > 1000, plot
+    if derived is not None:
+        assert (out / "derived" / derived).is_file()
+    images = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(images) >= len(plots)
+    assert not (tmp_path / "outputs").exists()  # everything went to CROSSDISTILL_OUT

@@ -1,0 +1,116 @@
+"""`crossdistill reproduce`: recipes, their checks, the results files, and the demo end to end
+in smoke mode (every row trained, tested and resumable)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_modules.reproduce.recipe import RECIPES, RecipeError, load_recipe
+from lightning_modules.reproduce.results import markdown, summarise
+from tests.test_teacher import CONSOLE_SCRIPT
+
+RESULT_KEYS = {"row", "label", "method", "inference_modalities", "metrics", "paper"}
+
+
+def recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("table", recipes())
+def test_every_recipe_loads_with_teachers_before_students(table: str) -> None:
+    recipe = load_recipe(table)
+    order = [row.name for row in recipe.ordered_rows()]
+    for row in recipe.rows:
+        assert all(order.index(t) < order.index(row.name) for t in row.teachers.values())
+        assert row.fit and all(path.is_file() for path in row.fit)
+    smoke = load_recipe(table, smoke=True)
+    assert smoke.final_args and smoke.synthetic.get("videos", 160) <= 16
+
+
+def _write(tmp_path: Path, recipe: dict) -> str:
+    path = tmp_path / "table.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+BASE = {"table": "t", "data": "data/synthetic_features.yaml"}
+ROW = {"name": "rgb", "fit": ["teacher/dense_features_rgb.yaml"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rows": [{**ROW, "teachers": {"flow": "nope"}}]}, "unknown teachers"),
+        ({"rows": [{**ROW, "fit": ["teacher/missing.yaml"]}]}, "not found"),
+        ({"rows": [ROW, ROW]}, "unique"),
+        (
+            {"rows": [ROW], "prepare": [{"name": "f", "extract": "ghost", "data": BASE["data"],
+                                         "modality": "rgb", "out": "features/rgb"}]},
+            "neither a row nor an earlier fit step",
+        ),
+        (
+            {"rows": [{**ROW, "teachers": {"a": "b"}}, {**ROW, "name": "b",
+                                                         "teachers": {"a": "rgb"}}]},
+            "use each other as teachers",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_recipes_name_the_problem(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(_write(tmp_path, {**BASE, **change}))
+
+
+def test_unknown_table_lists_the_known_ones() -> None:
+    with pytest.raises(RecipeError, match="demo"):
+        load_recipe("no_such_table")
+
+
+def test_summary_uses_the_sample_standard_deviation() -> None:
+    summary = summarise([0.5, 0.7, 0.6])
+    assert summary["mean"] == pytest.approx(0.6)
+    assert summary["std"] == pytest.approx(0.1)
+    assert summarise([0.4])["std"] == 0.0
+
+
+def test_markdown_puts_the_paper_beside_ours() -> None:
+    row = {
+        "row": "student", "label": "Student", "method": "KD", "inference_modalities": ["rgb"],
+        "metrics": {"frame_mAP": summarise([0.3, 0.5]), "frame_mAP_all": summarise([0.2, 0.2])},
+        "paper": {"charades": {"frame_mAP": 26.1}},
+    }  # fmt: skip
+    table = markdown({"title": "T", "data": "synthetic", "seeds": 2, "rows": [row]})
+    line = table.strip().splitlines()[-1]
+    assert line.startswith("| Student | KD | rgb | frame_mAP | 40.0 ± 14.1 | 26.1 |")
+    assert "paper: charades" in table
+
+
+@pytest.mark.slow
+def test_demo_smoke_writes_the_table_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    command = [str(CONSOLE_SCRIPT), "reproduce", "demo", "--smoke", "--out", str(out)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    recipe = load_recipe("demo", smoke=True)
+    assert results["table"] == "demo" and results["data"] == "synthetic"
+    assert [row["row"] for row in results["rows"]] == [row.name for row in recipe.rows]
+    for row in results["rows"]:
+        assert set(row) == RESULT_KEYS
+        for metric in row["metrics"].values():
+            assert set(metric) == {"mean", "std", "values"} and len(metric["values"]) == 1
+    main = {"clip": "top1", "dense": "frame_mAP", "seg": "average_mAP"}
+    for row in results["rows"]:
+        assert main[row["row"].split("_")[0]] in row["metrics"]
+    assert (out / "results.png").stat().st_size > 1000
+    assert "Dense: Augmented RGB student (Dai)" in (out / "results.md").read_text()
+    assert "| row |" in first.stdout
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("seed*.json")}
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
+    assert "| row |" in second.stdout
