@@ -27,7 +27,7 @@ import torch
 
 from datamodules.annotations import AnnotationSet, read_activitynet, read_activitynet_results
 from lightning_modules.distillation import ensemble_logits
-from lightning_modules.evaluate import evaluate_clips, evaluate_frames
+from lightning_modules.evaluate import evaluate_clips, evaluate_frames, segment_table
 from lightning_modules.metrics.frame_map import average_precision
 from lightning_modules.metrics.segment_map import segment_average_precision
 from lightning_modules.reproduce.recipe import CONFIGS_ROOT, Recipe
@@ -187,28 +187,14 @@ def segment_class_ap(
     results = read_activitynet_results(path, classes=classes)
     video_index = {video: i for i, video in enumerate(truth.records)}
     class_index = {name: k for k, name in enumerate(classes)}
-
-    def table(records: Any) -> dict[str, np.ndarray]:
-        chosen = [
-            (video_index[r.video_id], class_index[s.label], s.start, s.end, s.score or 0.0)
-            for r in records
-            if r.video_id in video_index
-            for s in r.segments
-        ]
-        array = np.array(chosen, dtype=np.float64).reshape(-1, 5)
-        return {
-            "video": array[:, 0],
-            "label": array[:, 1],
-            "segments": array[:, 2:4],
-            "scores": array[:, 4],
-        }
-
-    gt, pred = table(truth.records.values()), table(results.records.values())
+    kept = [r for r in results.records.values() if r.video_id in video_index]
+    gt = segment_table(truth.records.values(), video_index, class_index)
+    pred = segment_table(kept, video_index, class_index)
     ap = segment_average_precision(
         pred_video=pred["video"],
         pred_label=pred["label"],
         pred_segments=pred["segments"],
-        pred_scores=pred["scores"],
+        pred_scores=np.nan_to_num(pred["scores"]),
         gt_video=gt["video"],
         gt_label=gt["label"],
         gt_segments=gt["segments"],

@@ -87,10 +87,10 @@ def evaluate_segments(
         _check_video(video, truth, full, subset, predictions)
         _check_times(record.segments, predictions, video)
 
-    gt = _segment_table(truth.records.values(), video_index, class_index)
+    gt = segment_table(truth.records.values(), video_index, class_index)
     if not len(gt["label"]):
         raise EvaluationError(f"{ground_truth}: no ground-truth segments to score against")
-    pred = _segment_table(results.records.values(), video_index, class_index)
+    pred = segment_table(results.records.values(), video_index, class_index)
     ap = segment_average_precision(
         pred_video=pred["video"],
         pred_label=pred["label"],
@@ -105,7 +105,7 @@ def evaluate_segments(
     return summarize(ap, tious)
 
 
-def _segment_table(
+def segment_table(
     records: Iterable[VideoRecord], video_index: dict[str, int], class_index: dict[str, int]
 ) -> dict[str, np.ndarray]:
     """The segments of records as arrays: video and class indices, bounds, scores (NaN if none)."""
