@@ -79,9 +79,8 @@ def markdown(results: dict, columns: tuple[str, ...] = ()) -> str:
         "published numbers on real benchmarks (not comparable in value, only in ordering)."
     )
     lines.append("")
-    header = ["row", "method", "inference", "metric", "ours"] + [f"paper: {d}" for d in datasets]
-    extra = [c for c in columns]
-    header[5:5] = extra
+    paper = [f"paper: {d}" for d in datasets]
+    header = ["row", "method", "inference", "metric", "ours", *columns, *paper]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for row in results["rows"]:
@@ -89,7 +88,7 @@ def markdown(results: dict, columns: tuple[str, ...] = ()) -> str:
         summary = row["metrics"][metric]
         ours = f"{_percent(summary['mean'])} ± {_percent(summary['std'])}"
         cells = [row["label"], row["method"], "+".join(row["inference_modalities"]), metric, ours]
-        for column in extra:
+        for column in columns:
             value = row["metrics"].get(column)
             cells.append(_percent(value["mean"]) if value else "")
         for dataset in datasets:

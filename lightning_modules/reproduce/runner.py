@@ -11,15 +11,15 @@ and started again at any point.
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from datamodules.sources.integrity import write_json_atomic
 from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark, is_complete
 from lightning_modules.reproduce.recipe import PrepareStep, Recipe, RecipeError, Row
 
@@ -199,7 +199,7 @@ class TableRunner:
         path = self.result_path(row, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"row": row.name, "seed": seed, "run_dir": str(run_dir), "metrics": metrics}
-        _write_atomic(path, json.dumps(record, indent=1))
+        write_json_atomic(path, record)
 
     def fit(self, configs: list[Path], flags: list[str], run_dir: Path) -> None:
         """Train into `run_dir`, resuming from its last checkpoint if a fit was interrupted."""
@@ -209,7 +209,7 @@ class TableRunner:
             _lightning(["fit", "--config", str(run_dir / "config.yaml"), "--ckpt_path", "last"])
             return
         if run_dir.exists():  # died before its first checkpoint: start it again
-            _remove_tree(run_dir)
+            shutil.rmtree(run_dir)
         argv = ["fit", *_config_flags(configs)]
         argv += [*flags, f"--trainer.default_root_dir={self.runs}", f"--run_name={run_dir.name}"]
         _lightning(argv)
@@ -236,15 +236,3 @@ def read_test_metrics(path: Path) -> dict[str, float]:
     if not values:
         raise ReproduceError(f"{path} holds no test metrics")
     return values
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path)
