@@ -7,6 +7,8 @@ with its fix), and serves windows of the chosen task:
 
 - `dense`: per-step multi-label targets on fixed windows (training: random; evaluation: tiles);
 - `segments`: the same windows, targets as segments in seconds from the window start;
+- `dense` or `segments` with `window_seconds: null`: one window of `window_steps` steps per
+  video spanning it, each video on its own stride (ActivityNet's fixed-length features);
 - `clips`: one window per annotated clip, `window_steps` frames sampled uniformly.
 
 For the synthetic benchmark (`root` holds `benchmark.json`) the annotation file, every
@@ -21,20 +23,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from datamodules.annotations import AnnotationSet, VideoRecord, read_annotations
 from datamodules.dataset import Collate, Task, UntrimmedDataset
-from datamodules.sampling import ClipWindows, EvalShardSampler, EvalWindows, TrainWindows
+from datamodules.sampling import (
+    ClipWindows,
+    EvalShardSampler,
+    EvalWindows,
+    TrainSampler,
+    TrainWindows,
+    VideoWindows,
+    WindowSampler,
+)
 from datamodules.sources.base import DataError, Problem, Source
 from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark, is_complete
 from datamodules.transforms import Augment, JointTransform
@@ -86,7 +98,8 @@ class MultimodalDataModule(pl.LightningDataModule):
         annotation_options: extra reader arguments, e.g. `classes_file`.
         train_subset, val_subset, test_subset: subset names as the annotations spell them
             (`val_subset: null` trains without validation; predict uses the test subset).
-        window_seconds: window length (dense and segments; clips use each clip's extent).
+        window_seconds: window length (dense and segments; clips use each clip's extent);
+            `null`: each video is one window of `window_steps` steps spanning its duration.
         window_steps: steps per window (frames per clip for clips).
         centre_on_action: probability that a training window is centred on an annotated action.
         test_views: temporal views per clip at evaluation (clips).
@@ -133,8 +146,16 @@ class MultimodalDataModule(pl.LightningDataModule):
         self.configured_modalities = dict(modalities)
         if load is not None:
             modalities = {name: modalities[name] for name in load}
-        if task != "clips" and (window_seconds is None or window_seconds <= 0):
-            raise DataError(f"task {task!r} needs window_seconds > 0. Fix: set window_seconds")
+        if window_seconds is not None and window_seconds <= 0:
+            raise DataError(
+                f"window_seconds must be > 0 (or null for one window per video), got "
+                f"{window_seconds}. Fix: set window_seconds"
+            )
+        if window_seconds is None and centre_on_action > 0 and task != "clips":
+            raise DataError(
+                "centre_on_action needs fixed-length windows; with window_seconds: null every "
+                "window is a whole video. Fix: set centre_on_action: 0 or a window_seconds"
+            )
         if window_steps < 1 or batch_size < 1 or num_workers < 0:
             raise ValueError("need window_steps >= 1, batch_size >= 1 and num_workers >= 0")
         self.root = Path(root)
@@ -295,15 +316,16 @@ class MultimodalDataModule(pl.LightningDataModule):
     def dataset(self, role: str, records: list[VideoRecord]) -> UntrimmedDataset:
         """The dataset of a role over `records` (which must have durations)."""
         train = role == "train"
+        windows: WindowSampler
         if self.task == "clips":
             windows = ClipWindows(records, self.window_steps, self.test_views, train)
+        elif self.window_seconds is None:
+            windows = VideoWindows(records, self.window_steps)
         elif train:
-            assert self.window_seconds is not None
             windows = TrainWindows(
                 records, self.window_seconds, self.window_steps, self.centre_on_action
             )
         else:
-            assert self.window_seconds is not None
             windows = EvalWindows(records, self.window_seconds, self.window_steps)
         found = self.annotation_set
         return UntrimmedDataset(
@@ -362,20 +384,35 @@ class MultimodalDataModule(pl.LightningDataModule):
             for report in self.reports.values()
         }
 
-    def _loader(self, role: str, **kwargs: Any) -> DataLoader:
+    def _loader(
+        self, role: str, loader: type[DataLoader] = DataLoader, **kwargs: Any
+    ) -> DataLoader:
         dataset = self.datasets[role]
-        return DataLoader(
+        rank = self.trainer.global_rank if self.trainer is not None else _world()[1]
+        return loader(
             dataset,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             collate_fn=Collate({**self.modalities, **self.attached}),
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=_single_threaded if self.num_workers > 0 else None,
+            worker_init_fn=partial(_init_worker, rank=rank) if self.num_workers > 0 else None,
+            # its own generator: starting a pass then leaves the global torch stream (dropout)
+            # alone, so a resumed run continues that stream as the uninterrupted one does
+            generator=torch.Generator().manual_seed(_seed()),
             **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Batches in the order of a `TrainSampler` (the same shards as Lightning's distributed
+        sampler), from a loader that Lightning checkpoints and resumes mid-epoch."""
+        world, rank = _world()
+        trainer = self.trainer
+        if trainer is not None:
+            # `use_distributed_sampler: false` leaves sharding out, as Lightning would
+            sharded = trainer._accelerator_connector.use_distributed_sampler
+            world, rank = (trainer.world_size, trainer.global_rank) if sharded else (1, 0)
+        sampler = TrainSampler(self.datasets["train"], world, rank, seed=_seed())
+        return self._loader("train", ResumableLoader, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         return [] if self.subsets["val"] is None else self._eval_loader("val")
@@ -435,7 +472,47 @@ def _world() -> tuple[int, int]:
     return 1, 0
 
 
-def _single_threaded(worker_id: int) -> None:
-    """Workers are the parallelism: one thread each for torch and OpenCV."""
+def _seed() -> int:
+    """The run's seed (`seed_everything`), as Lightning's own distributed sampler reads it."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+def _init_worker(worker_id: int, rank: int) -> None:
+    """Workers are the parallelism: one thread each for torch and OpenCV. Setting a
+    `worker_init_fn` keeps Lightning from adding its own, so this one also seeds the worker's
+    torch, numpy and Python generators from (seed, worker, rank) as Lightning's does; without
+    the rank, workers of different ranks would draw the same numbers."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    pl_worker_init_function(worker_id, rank)
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader, resumable within an epoch.
+
+    Lightning saves `state_dict` (the epoch and how many samples of this rank's share the loop
+    has taken in this pass) with every checkpoint, and when it resumes one written within an
+    epoch it hands it to `load_state_dict` before the first batch: the pass of that epoch then
+    starts after the samples already trained on. Sized loaders are not read ahead by Lightning,
+    so the batches this loader has yielded are those the loop has taken.
+    """
+
+    taken = 0
+    _resume: dict[str, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": getattr(self.sampler, "epoch", 0), "taken": self.taken}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = dict(state_dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        resume, self._resume = self._resume, None
+        self.taken = 0
+        if isinstance(self.sampler, TrainSampler) and resume is not None:
+            # Lightning sets the epoch before the first batch, which runs this
+            if resume.get("epoch") == self.sampler.epoch:
+                self.taken = self.sampler.start = int(resume.get("taken", 0))
+        for batch in super().__iter__():
+            self.taken += self.batch_size or 1
+            yield batch

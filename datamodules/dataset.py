@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from datamodules.sampling import Window, WindowSampler
+from datamodules.sampling import Draw, Window, WindowSampler
 from datamodules.sources.base import DataError, Source
 from datamodules.transforms import JointTransform
 
@@ -88,11 +88,8 @@ class UntrimmedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __getitem__(self, index: int) -> Sample:
-        # seeded from torch's generator, which the DataLoader seeds per worker and epoch;
-        # evaluation leaves that generator alone, so it does not shift training's draws
-        random = self.sampler.random or self.transform.augment is not None
-        rng = np.random.default_rng(int(torch.randint(2**62, ()).item()) if random else 0)
+    def __getitem__(self, key: int | Draw) -> Sample:
+        index, rng = self._generator(key)
         windows = self.sampler.windows(index, rng)
         views, flips = zip(
             *(self.transform(self._inputs(window), rng) for window in windows), strict=True
@@ -110,6 +107,19 @@ class UntrimmedDataset(Dataset):
         }
         targets = self.targets(first, masks[0], mirrored=flips[0])
         return Sample(inputs, torch.stack(masks), targets, meta)
+
+    def _generator(self, key: int | Draw) -> tuple[int, np.random.Generator]:
+        """The sample's index and the generator of its random window and augmentation.
+
+        A training `Draw` seeds it from (seed, epoch, index): the sample is the same in the main
+        process or any worker, on any rank, and in a run resumed mid-epoch. A bare index (direct
+        use) draws a seed from torch's global generator; evaluation samples are fixed and leave
+        that generator alone.
+        """
+        if isinstance(key, Draw):
+            return key.index, np.random.default_rng([key.seed, key.epoch, key.index])
+        random = self.sampler.random or self.transform.augment is not None
+        return key, np.random.default_rng(int(torch.randint(2**62, ()).item()) if random else 0)
 
     def _inputs(self, window: Window) -> dict[str, Tensor]:
         inputs: dict[str, Tensor] = {}

@@ -12,12 +12,19 @@ with several views: its windows share the clip's index and are batched as contig
   end and its outside steps are padding (mask False). Step `j` of a video (instant
   `(j + 0.5) * stride`) is in tile `j // steps` only, so every step is scored exactly once;
   models that want context beyond a tile get it from the tile itself, not from overlaps.
+- `VideoWindows`: one window per video, `[0, duration)` cut into `steps` steps, so the stride is
+  the video's own (`duration / steps`): ActivityNet's practice of resampling every video's
+  features to a fixed length (ActionFormer: 192 steps), for training and evaluation alike.
 - `ClipWindows`: one window per annotated clip (a segment, or a whole trimmed video with a
   clip label), `frames` instants spread uniformly over it: instant `i` sits at
   `start + (i + u) * (end - start) / frames` with `u` drawn in [0, 1) for training and
   `u = (v + 0.5) / views` for test view `v` (all views of a clip form one sample).
 - `EvalShardSampler`: shards evaluation windows over DDP ranks in contiguous blocks without
   padding (a `DistributedSampler`, so Lightning keeps it instead of adding a padding one).
+- `TrainSampler`: the training order, a pure function of (seed, epoch): each epoch's permutation
+  is drawn from `seed + epoch` and sharded over ranks as Lightning's own `DistributedSampler`
+  would; it yields `Draw` keys, from which the dataset seeds each sample's random window and
+  augmentation, and can start a pass after the samples a mid-epoch checkpoint had consumed.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from itertools import islice
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from torch.utils.data import Dataset, DistributedSampler
@@ -132,6 +140,28 @@ class EvalWindows:
         return [Window(self.records[position], grid, tile)]
 
 
+class VideoWindows:
+    """Each video as one window of `steps` steps spanning it; no padding, no cut segments."""
+
+    random = False
+
+    def __init__(self, records: Sequence[VideoRecord], steps: int) -> None:
+        self.records, self.steps = list(records), steps
+        for record in self.records:
+            if not _duration(record) > 0:
+                raise ValueError(
+                    f"video {record.video_id!r} has duration {record.duration:g} s; a window "
+                    "spanning it needs a positive one. Fix its duration in the annotations"
+                )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def windows(self, index: int, rng: np.random.Generator | None = None) -> list[Window]:
+        record = self.records[index]
+        return [Window(record, TimeGrid(0.0, _duration(record), self.steps), 0)]
+
+
 def clips_of(record: VideoRecord) -> list[Segment]:
     """The clips a record holds: the whole video when it has a clip label, else its segments."""
     if record.clip_label is not None:
@@ -195,3 +225,32 @@ class EvalShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.stop - self.start
+
+
+class Draw(NamedTuple):
+    """A training sample's key: its index, and the seed and epoch of its random draws, so that the
+    sample is the same whichever process loads it, and again when a resumed run reaches it."""
+
+    index: int
+    seed: int
+    epoch: int
+
+
+class TrainSampler(DistributedSampler):
+    """This rank's share of epoch `epoch`'s permutation (drawn from `seed + epoch`, padded and
+    sharded exactly as the `DistributedSampler` Lightning would add, so Lightning keeps this one),
+    as `Draw` keys. The next pass skips its first `start` samples (then `start` is back to 0):
+    those that a checkpoint written within the epoch had already trained on. Its length stays the
+    whole share: Lightning counts the skipped batches as done."""
+
+    def __init__(
+        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[Draw]:  # type: ignore[override]
+        start, self.start = self.start, 0
+        epoch = self.epoch
+        order = islice(super().__iter__(), start, None)
+        return (Draw(index, self.seed, epoch) for index in order)

@@ -128,6 +128,12 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    if datamodule.window_seconds is None:
+        print(
+            "extract-features: set window_seconds; the features need one stride for all videos",
+            file=sys.stderr,
+        )
+        return 2
     module = TeacherModule.load_from_checkpoint(config.checkpoint, map_location="cpu")
     encoder = module.model.encoder
     files: dict[str, dict] = {}

@@ -253,10 +253,14 @@ def build_cache(
     command: str = "",
 ) -> dict[str, Any]:
     """Run `teacher` over whole videos, write `folder/<video_id>.npy` and the manifest last."""
+    if datamodule.window_seconds is None:
+        raise TeacherCacheError(
+            "the cache stores every video on one stride, and window_seconds: null gives each "
+            "video its own. Fix: set window_seconds, or use teacher_mode: online"
+        )
     modalities = teacher_modalities(teacher)
     data = data_fingerprint(datamodule, modalities, command)
     checkpoint_digest = file_digest(checkpoint)
-    assert datamodule.window_seconds is not None
     stride = datamodule.window_seconds / datamodule.window_steps
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)  # invalid from here until the new one is written

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.cli import LightningCLI
 
 from lightning_modules.cli import main
 
@@ -65,3 +67,16 @@ def subprocess_env(tmp: Path) -> dict[str, str]:
     for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         env[variable] = str(tmp / "wandb-home")
     return env
+
+
+def build_cli(args: list[str]) -> LightningCLI:
+    """The objects `crossdistill fit` builds from these arguments, without running anything."""
+    return LightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=False,
+        save_config_kwargs={"overwrite": True},
+    )

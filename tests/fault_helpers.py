@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
+from lightning_modules.runs.preemption import Preemption
+
 
 class StepMarker(Callback):
     """Print `crossdistill-test: epoch E step S` to stderr after every training step, so that a
-    test can wait for a point in the run (here: to send a signal mid-epoch)."""
+    test can wait for a point in the run (here: to send a signal mid-epoch).
+
+    With `hold_at`, the run waits after printing step `hold_at` until a preemption signal has
+    arrived (at most `hold_s` seconds), so that the signal lands at that step boundary and not at
+    whichever step a busy machine has reached by then.
+    """
+
+    def __init__(self, hold_at: int | None = None, hold_s: float = 120.0) -> None:
+        self.hold_at, self.hold_s = hold_at, hold_s
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any
@@ -22,6 +33,11 @@ class StepMarker(Callback):
             file=sys.stderr,
             flush=True,
         )
+        if trainer.global_step == self.hold_at:
+            preemption = next(c for c in trainer.callbacks if isinstance(c, Preemption))
+            deadline = time.monotonic() + self.hold_s
+            while preemption.received is None and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 class FailOnRank(Callback):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.seed import isolate_rng
 
 import datamodules.datamodule as datamodule_module
 from datamodules.annotations import Segment, VideoRecord
@@ -171,6 +172,56 @@ def test_two_workers_load_batches(bench: Path) -> None:
     batches = list(dm.train_dataloader())
     assert sum(len(b["meta"]["video_id"]) for b in batches) == len(dm.datasets["train"])
     assert all(torch.isfinite(b["inputs"]["rgb"]).all() for b in batches)
+
+
+def _windows(batches: list[dict]) -> list[tuple]:
+    """What a pass drew: each sample's video, window start and first flow values."""
+    return [
+        (video_id, float(t0), tuple(flow[0, 0, 0, :4].tolist()))
+        for batch in batches
+        for video_id, t0, flow in zip(
+            batch["meta"]["video_id"], batch["meta"]["t0"], batch["inputs"]["flow"], strict=True
+        )
+    ]
+
+
+def test_training_samples_depend_on_seed_epoch_and_index_only(bench: Path) -> None:
+    """The same windows and augmentations in the main process and in workers, other ones in
+    another epoch; a loader resumed from a state taken after k batches yields the rest."""
+    passes = {}
+    for workers in (2, 0):  # workers first: decoders opened here must not be forked into them
+        dm = make(bench, modalities={"flow": FlowSource(size=32)}, num_workers=workers)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)
+            passes[workers, epoch] = _windows(list(loader))
+    assert passes[0, 0] == passes[2, 0] and passes[0, 1] == passes[2, 1]
+    assert passes[0, 0] != passes[0, 1]
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(1)
+    batches = iter(loader)
+    taken = [next(batches) for _ in range(3)]
+    state = loader.state_dict()
+    assert state == {"epoch": 1, "taken": 3 * dm.batch_size}
+    resumed = dm.train_dataloader()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(1)
+    assert _windows(taken) + _windows(list(resumed)) == passes[0, 1]
+    assert _windows(list(resumed)) == passes[0, 1]  # the skip is for one pass only
+
+
+def test_workers_of_different_ranks_draw_different_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our `worker_init_fn` replaces Lightning's; it must still mix the rank into the seeds."""
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
+    monkeypatch.setattr(datamodule_module.cv2, "setNumThreads", lambda threads: None)
+    draws = []
+    with isolate_rng():
+        for rank in (0, 1):
+            torch.manual_seed(7)  # the same process seed, as worker 0 of every rank gets
+            datamodule_module._init_worker(0, rank=rank)
+            draws.append(torch.rand(4))
+    assert not torch.equal(draws[0], draws[1])
 
 
 def test_evaluation_on_two_ranks_scores_every_step_once(

@@ -1,10 +1,12 @@
-"""Preemption: a real `crossdistill fit` stopped by SIGUSR1/SIGTERM mid-epoch exits with status
-75, resumes with `--ckpt_path last` and ends with the weights and metrics of an uninterrupted run
+"""Preemption: a real `crossdistill fit` signalled (SIGUSR1/SIGTERM) mid-epoch writes `last.ckpt`
+at that step, exits with status 75, resumes with `--ckpt_path last` from that step (the batches
+before it are not trained again) and ends with the weights and metrics of an uninterrupted run
 of the same seed."""
 
 from __future__ import annotations
 
 import csv
+import re
 import signal
 import subprocess
 import time
@@ -20,7 +22,13 @@ from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark
 
 SMOKE = REPO_ROOT / "configs" / "smoke" / "teacher.yaml"
-MARKER = "tests.fault_helpers.StepMarker"
+EPOCHS = 3
+
+
+def marker(hold_at: int | None = None) -> str:
+    """The step printer; `hold_at`: the run waits at that step until the signal has arrived."""
+    args = "" if hold_at is None else f", init_args: {{hold_at: {hold_at}}}"
+    return f"{{class_path: tests.fault_helpers.StepMarker{args}}}"
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +40,13 @@ def env(tmp: Path) -> dict[str, str]:
     return {**subprocess_env(tmp), "PYTHONPATH": str(REPO_ROOT)}  # for the test callback
 
 
-def command(bench: Path, runs: Path, name: str) -> list[str]:
+def command(bench: Path, runs: Path, name: str, *extra: str) -> list[str]:
     """The smoke teacher, 3 epochs of about 7 steps (batches of 2), printing every step."""
     return [
         str(CONSOLE_SCRIPT), "fit", "--config", str(SMOKE), f"--data.init_args.root={bench}",
         "--data.init_args.synthetic=null", f"--trainer.default_root_dir={runs}",
-        "--data.init_args.batch_size=2", "--trainer.max_epochs=3",
-        "--trainer.enable_model_summary=false", f"--trainer.callbacks+={MARKER}",
-        f"--run_name={name}",
+        "--data.init_args.batch_size=2", f"--trainer.max_epochs={EPOCHS}",
+        "--trainer.enable_model_summary=false", f"--run_name={name}", *extra,
     ]  # fmt: skip
 
 
@@ -49,14 +56,14 @@ def run(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     return done
 
 
-def interrupt(args: list[str], tmp: Path, at: str, signum: int) -> str:
-    """Start the run, send `signum` once its stderr shows the step marker `at`; its stderr."""
+def interrupt(args: list[str], tmp: Path, step: int, signum: int) -> str:
+    """Start the run, send `signum` once its stderr shows global step `step`; its stderr."""
     log = tmp / "interrupted.log"
     with log.open("w") as handle:
         process = subprocess.Popen(args, stderr=handle, stdout=handle, env=env(tmp), cwd=REPO_ROOT)
         try:
             deadline = time.monotonic() + 300
-            while at not in log.read_text():
+            while not re.search(rf"crossdistill-test: epoch \d+ step {step}\n", log.read_text()):
                 assert process.poll() is None, log.read_text()[-3000:]
                 assert time.monotonic() < deadline, "the run never reached the step"
                 time.sleep(0.1)
@@ -70,17 +77,20 @@ def interrupt(args: list[str], tmp: Path, at: str, signum: int) -> str:
     return text
 
 
+def steps_run(log: str) -> list[int]:
+    """Global steps after the training steps a log shows, in order."""
+    return [int(s) for s in re.findall(r"crossdistill-test: epoch \d+ step (\d+)", log)]
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(bench: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    run(command(bench, runs, "straight"), runs)
+    run(command(bench, runs, "straight", f"--trainer.callbacks+={marker()}"), runs)
     return runs / "straight"
 
 
-def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert checkpoint["epoch"] == 2
-    return checkpoint["state_dict"]
+def checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
 
 def final_val(run_dir: Path) -> str:
@@ -90,27 +100,59 @@ def final_val(run_dir: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("signum", "at"),
+    ("signum", "hold_at", "stop_at", "workers"),
     [
-        (signal.SIGUSR1, "epoch 1 step 8"),  # SLURM's warning signal, in the second epoch
-        (signal.SIGTERM, "epoch 0 step 2"),  # before the first last.ckpt: starts over
+        (signal.SIGTERM, 2, 2, 0),  # in the first epoch, before any epoch-end last.ckpt
+        (signal.SIGUSR1, 10, 10, 0),  # SLURM's warning signal, in the second epoch
+        # at the first epoch's last step: stops one step later, after its validation; with
+        # two DataLoader workers (the reference run loads in the main process)
+        (signal.SIGTERM, "last", "next", 2),
     ],
-    ids=["SIGUSR1-epoch1", "SIGTERM-epoch0"],
+    ids=["SIGTERM-epoch0", "SIGUSR1-epoch1", "SIGTERM-epoch-end-workers"],
 )
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(
-    signum: int, at: str, bench: Path, uninterrupted: Path, tmp_path: Path
+    signum: int,
+    hold_at: int | str,
+    stop_at: int | str,
+    workers: int,
+    bench: Path,
+    uninterrupted: Path,
+    tmp_path: Path,
 ) -> None:
+    straight = checkpoint(uninterrupted)
+    assert straight["epoch"] == EPOCHS - 1
+    total = straight["global_step"]
+    per_epoch = total // EPOCHS
+    hold = per_epoch if hold_at == "last" else int(hold_at)
+    stop = hold + 1 if stop_at == "next" else int(stop_at)
     runs = tmp_path / "runs"
-    text = interrupt(command(bench, runs, "p"), tmp_path, at, signum)
+    args = command(
+        bench, runs, "p", f"--trainer.callbacks+={marker(hold)}",
+        f"--data.init_args.num_workers={workers}",
+    )  # fmt: skip
+    text = interrupt(args, tmp_path, hold, signum)
     assert f"received {signal.Signals(signum).name}" in text
     assert "--ckpt_path last" in text
-    stopped_in = int(text.split("stopped by ")[1].split("global step ")[1].split(";")[0])
-    assert stopped_in < 21  # mid-run, not at the end
+    assert steps_run(text)[-1] == stop
+
+    # the checkpoint of the step boundary: within an epoch, with the loader's position
+    mid = checkpoint(runs / "p")
+    assert mid["global_step"] == stop and stop % per_epoch != 0
+    epoch, taken = divmod(stop, per_epoch)
+    assert mid["epoch"] == epoch
+    assert mid["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": epoch, "taken": 2 * taken}
+    ]
+
+    # the resumed run trains the remaining steps only, and ends where the straight one does
     resume = [str(CONSOLE_SCRIPT), "fit", "--config", str(runs / "p" / "config.yaml")]
-    run([*resume, "--ckpt_path", "last"], tmp_path)
-    resumed, straight = last_weights(runs / "p"), last_weights(uninterrupted)
-    assert resumed.keys() == straight.keys()
-    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+    done = run([*resume, "--ckpt_path", "last"], tmp_path)
+    assert steps_run(done.stderr) == list(range(stop + 1, total + 1))
+    resumed = checkpoint(runs / "p")
+    assert (resumed["epoch"], resumed["global_step"]) == (straight["epoch"], total)
+    weights, reference = resumed["state_dict"], straight["state_dict"]
+    assert weights.keys() == reference.keys()
+    assert all(torch.equal(weights[k], reference[k]) for k in reference)
     assert final_val(runs / "p") == final_val(uninterrupted)
 
 

@@ -13,7 +13,12 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from tests.conftest import REPO_ROOT
 
 CONFIGS = REPO_ROOT / "configs"
-DATA_OF = {"thumos14": "thumos14_i3d", "charades": "charades_i3d", "tsu": "tsu_i3d"}
+DATA_OF = {
+    "thumos14": "thumos14_i3d",
+    "charades": "charades_i3d",
+    "tsu": "tsu_i3d",
+    "activitynet": "activitynet_i3d",
+}
 
 
 def test_every_real_data_config_has_teachers() -> None:

@@ -8,10 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DistributedSampler
 
 from datamodules.annotations import Segment, VideoRecord
 from datamodules.grid import TimeGrid, expected_features, video_steps
-from datamodules.sampling import ClipWindows, EvalShardSampler, EvalWindows, TrainWindows
+from datamodules.sampling import (
+    ClipWindows,
+    Draw,
+    EvalShardSampler,
+    EvalWindows,
+    TrainSampler,
+    TrainWindows,
+)
 from datamodules.sources import VideoSource
 from datamodules.transforms import (
     SpatialParams,
@@ -59,6 +67,24 @@ def test_eval_shards_over_two_ranks_cover_each_window_once() -> None:
     assert sorted(shards[0] + shards[1]) == list(range(len(windows)))
     assert abs(len(shards[0]) - len(shards[1])) <= 1
     assert list(EvalShardSampler(range(5), 2, 1)) == [2, 3, 4]  # contiguous, not padded
+
+
+def test_train_order_is_lightnings_distributed_order_as_draws_and_resumes_mid_epoch() -> None:
+    """Per rank and epoch the indices of Lightning's `DistributedSampler` (same seed, padding);
+    `start` skips the first samples of the next pass only, and the length stays whole."""
+    for rank in (0, 1):
+        sampler = TrainSampler(range(13), num_replicas=2, rank=rank, seed=5)
+        reference = DistributedSampler(range(13), num_replicas=2, rank=rank, seed=5)
+        for epoch in (0, 3):
+            sampler.set_epoch(epoch)
+            reference.set_epoch(epoch)
+            expected = [Draw(index, 5, epoch) for index in reference]
+            assert list(sampler) == expected and len(expected) == len(sampler) == 7
+            sampler.start = 4
+            assert list(sampler) == expected[4:]
+            assert list(sampler) == expected
+    orders = [[d.index for d in TrainSampler(range(13), seed=seed)] for seed in (0, 0, 1)]
+    assert orders[0] == orders[1] != orders[2] and sorted(orders[0]) == list(range(13))
 
 
 def test_train_windows_stay_inside_and_on_the_step_grid() -> None:

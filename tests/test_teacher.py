@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from pytorch_lightning import LightningDataModule, LightningModule
-from pytorch_lightning.cli import LightningCLI
 
 from lightning_modules.evaluate import main as evaluate_main
+from tests.cli_helpers import build_cli as cli
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark, with_random_features
 
@@ -44,19 +43,6 @@ def data_stack(config: Path) -> list[str]:
         extra = ["data/synthetic_features_segments.yaml"] if task == "segments" else []
         return ["data/synthetic_features.yaml", *extra]
     return DATA_STACKS[config.stem.split("_")[0]]
-
-
-def cli(args: list[str]) -> LightningCLI:
-    """The objects `crossdistill fit` builds from these arguments, without running anything."""
-    return LightningCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        run=False,
-        save_config_kwargs={"overwrite": True},
-    )
 
 
 def smoke_args(tmp_path: Path, *extra: str) -> list[str]:

@@ -15,7 +15,8 @@ from lightning_modules.runs.meta import collect_meta, write_meta
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """`last.ckpt`, and `best.ckpt` on `val/<task.main_metric>` (maximised), in `dirpath`.
+    """`last.ckpt` (at every epoch end), and `best.ckpt` on `val/<task.main_metric>` (maximised),
+    in `dirpath`.
 
     The monitored name is read at fit start, after the module's `setup`, because a task may settle
     its main metric there (verb/noun clips switch to `action_top1`). The state key is fixed, so a
@@ -43,6 +44,23 @@ class RunCheckpoint(ModelCheckpoint):
         self.monitor = f"val/{task.main_metric}" if task is not None else None
         if self.monitor is None:
             self.save_top_k = 0
+
+    # Lightning 2.6 writes last.ckpt only when it writes a top-k checkpoint at the same step, so
+    # last.ckpt would stay at the best epoch; a resume point must be the latest one
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last(trainer)
+
+    def _save_last(self, trainer: pl.Trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):  # skips what was saved at this step
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class RunRecorder(SaveConfigCallback):

@@ -1,27 +1,36 @@
-"""Preemption: stop cleanly on SIGTERM/SIGUSR1 and resume to exactly the uninterrupted result.
+"""Preemption: on SIGTERM/SIGUSR1 save `last.ckpt` at the step boundary, stop, and resume exactly.
 
-Resume points are epoch boundaries. The run's `checkpoints/last.ckpt` is rewritten at the end of
-every epoch (by `RunCheckpoint`), so it holds the state at the start of the epoch in progress,
-including the global random state (torch, CUDA, numpy, Python) that this callback adds to every
-checkpoint and puts back on resume, before the training loader draws its order. On a signal the
-run stops at the next training step boundary without writing anything; resuming with
-`--ckpt_path last` redoes the interrupted epoch from its start with the same random state, so the
-data order, the random windows and dropout are those of the uninterrupted run and the final
-weights are equal. A run stopped before its first epoch ended has no `last.ckpt`: `fit
---ckpt_path last` then starts it again from the beginning, in the same folder (same seed, same
-result).
+On a signal the run stops at the next training step boundary (the same step on every rank) after
+writing `checkpoints/last.ckpt` there with `trainer.save_checkpoint` (every rank takes part,
+global rank 0 writes, atomically); the exit status is 75. `fit --ckpt_path last` then goes on
+from that step, and the final weights and metrics equal those of an uninterrupted run with the
+same seed. What makes a step-boundary checkpoint exact:
 
-Why not resume mid-epoch: Lightning restores the loop counters of a mid-epoch checkpoint but
-restarts a plain DataLoader from a fresh pass (it warns "not resumable"), and our training
-samples draw their windows from the torch generator in the order they are loaded (in the main
-process, or in persistent workers whose generators live only there). No checkpoint taken in the
-middle of an epoch can put those streams back, so the work of the interrupted epoch is redone.
+- the data: the training order and each sample's randomness are functions of (seed, epoch,
+  sample), not of a generator's position (`datamodules.sampling.TrainSampler` draws epoch `e`'s
+  permutation from `seed + e`; the dataset seeds each sample's window and augmentation from
+  (seed, epoch, index)), so they are the same in the main process and in workers;
+- the position: the training loader is stateful (`datamodules.datamodule.ResumableLoader`);
+  Lightning stores its epoch and the samples taken with the loop counters and, on resume, hands
+  them back before the first batch, so the pass goes on after the batches already trained on;
+- the rest of the random state: the loaders draw from their own generators, so the global ones
+  (torch, CUDA, numpy, Python) serve the model (dropout) only; this callback adds them to every
+  checkpoint and puts them back on resume.
 
-SLURM: this callback installs its SIGUSR1 handler before Lightning installs its own, so
-Lightning's SLURM handler (an `hpc_ckpt_N.ckpt` written from inside the signal handler, then
-`scontrol requeue`) stays out; at the step boundary, global rank 0 requeues the job itself with
-`scontrol requeue` when the signal was SIGUSR1 and SLURM is detected. SIGTERM (`scancel`, or
-SLURM's kill after a requeue) stops the run the same way without requeueing.
+The stop waits for a step that ends an optimizer step (gradient accumulation) and is not the last
+of an epoch: the end of an epoch is a step away, with its validation and `last.ckpt` (written
+there by `RunCheckpoint`), so the run goes on into the next epoch and stops after its first step.
+A run killed before its first step boundary has no `last.ckpt`: `fit --ckpt_path last` then
+starts it again from the beginning, in the same folder (same seed, same result).
+
+Signals: this callback installs its handlers before Lightning installs its own, so Lightning's
+SLURM handler (an `hpc_ckpt_N.ckpt` written from inside the signal handler, then `scontrol
+requeue`) stays out; it takes SIGTERM back when training starts, so Lightning's SIGTERM handler
+(which stops after the step's validation, without a checkpoint) stays out as well. A rank that
+got no signal learns of it at the next step. At the step boundary, after the checkpoint, global
+rank 0 requeues the job with `scontrol requeue` when the signal was SIGUSR1 and SLURM is
+detected. SIGTERM (`scancel`, or SLURM's kill after a requeue) stops the run the same way
+without requeueing.
 """
 
 from __future__ import annotations
@@ -52,8 +61,8 @@ class Preempted(Exception):
 
 
 class Preemption(Callback):
-    """Keep the random state in checkpoints and stop at the next step boundary on `signals` (see
-    the module docstring).
+    """Keep the random state in checkpoints; on `signals`, write `last_path` at the next step
+    boundary and stop (see the module docstring).
 
     Args:
         last_path: the run's `checkpoints/last.ckpt`.
@@ -80,12 +89,13 @@ class Preemption(Callback):
     # the random state travels with every checkpoint
 
     def state_dict(self) -> dict[str, Any]:
-        # taken at the end of an epoch: nothing draws from here to the next epoch's loader
+        # checkpoints are written at step boundaries and epoch ends: the next draw from here is
+        # the next training step's (the loaders have their own generators; Lightning's sanity
+        # check, which runs on some resumes, isolates the random state)
         return {"rng": rng_states()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Lightning restores callbacks before it builds the training loader (the sanity check,
-        # which would draw, is skipped on resume)
+        # Lightning restores callbacks before the first training step
         if state_dict.get("rng") is not None:
             set_rng_states(state_dict["rng"])
 
@@ -93,15 +103,28 @@ class Preemption(Callback):
         self.received = None
         self._install_handlers()
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning has put its SIGTERM handler over ours by now: take the signals back, so that
+        # only this callback stops the run (Lightning's would stop it after the step's
+        # validation, before the epoch's checkpoint, and write none)
+        self._install_handlers()
+        # Lightning hands a checkpoint's loader state to the training loader when it builds the
+        # loader after restoring the loops; `trainer.estimated_stepping_batches` (our modules'
+        # `configure_optimizers`) builds it before, and the state would be dropped. The loader
+        # reads it at its first batch, which is still to come.
+        trainer.fit_loop._load_combined_loader_states()
+
     # signals
 
     def _install_handlers(self) -> None:
+        """Handle `signals`; the handlers found the first time are chained and put back at
+        teardown."""
         import threading
 
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in self.signals:
-            self._previous[signum] = signal.getsignal(signum)
+            self._previous.setdefault(signum, signal.getsignal(signum))
             signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -133,15 +156,20 @@ class Preemption(Callback):
         stop = self.received is not None
         if trainer.world_size > 1:  # every rank stops at the same step, whichever got the signal
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if not stop:
-            return
+        done = batch_idx + 1
+        if not stop or done >= trainer.num_training_batches:
+            return  # at an epoch's last step, its validation and last.ckpt come first
+        if done % trainer.accumulate_grad_batches:
+            return  # accumulated gradients are not checkpointed: wait for the optimizer step
+        trainer.save_checkpoint(self.last_path, weights_only=False)
         name = self.received.name if self.received is not None else "a signal on another rank"
         if self.requeue and self.received == signal.SIGUSR1 and trainer.is_global_zero:
             _requeue_slurm_job()
         raise Preempted(
-            f"stopped by {name} at global step {trainer.global_step}; resume from the start of "
-            f"epoch {trainer.current_epoch} with `crossdistill fit --config "
-            f"{self.last_path.parent.parent / 'config.yaml'} --ckpt_path last`"
+            f"stopped by {name} at global step {trainer.global_step} (epoch "
+            f"{trainer.current_epoch}, batch {done}), saved in {self.last_path}; resume with "
+            f"`crossdistill fit --config {self.last_path.parent.parent / 'config.yaml'} "
+            "--ckpt_path last`"
         )
 
 

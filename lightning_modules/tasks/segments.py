@@ -92,7 +92,8 @@ class SegmentTask(Task):
     (`nms_sigma`; scores decayed below `score_threshold` are dropped), at most `max_segments`.
 
     The metric is `SegmentMAP` at `tious` (THUMOS14's by default) per evaluation window; with
-    whole-video evaluation windows (window length >= the longest video) that is per video.
+    whole-video evaluation windows (window length >= the longest video, or `window_seconds:
+    null`, where each video has its own stride) that is per video.
     """
 
     main_metric = "average_mAP"
