@@ -257,3 +257,22 @@ def test_features_resampled_linearly_over_the_duration(tmp_path: Path) -> None:
     out = source.load(record(5.0, "f"), TimeGrid(0.0, 5.0, 20))["m"][0].numpy()
     # sample i centred at (i + 0.5) * 0.5 s; step j at (j + 0.5) * 0.25 s
     np.testing.assert_allclose(out, np.clip((np.arange(20) + 0.5) * 0.5 - 0.5, 0, 9))
+
+
+def test_npy_files_open_from_many_threads_at_once(tmp_path: Path) -> None:
+    """The data check opens feature files from a thread pool; numpy's header parser is not
+    thread-safe on CPython 3.11, so opening must not fail or mix files up under contention."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from datamodules.sources.base import load_array
+
+    paths = []
+    for index in range(16):
+        path = tmp_path / f"f{index}.npy"
+        np.save(path, np.full((index + 1, 3), index, np.float32))
+        paths.append(path)
+    with ThreadPoolExecutor(8) as pool:
+        arrays = list(pool.map(load_array, paths * 150))
+    for array, path in zip(arrays, paths * 150, strict=True):
+        index = int(path.stem[1:])
+        assert array.shape == (index + 1, 3) and float(array[0, 0]) == index

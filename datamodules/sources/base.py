@@ -11,6 +11,7 @@ named, not in a DataLoader worker.
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -225,9 +226,16 @@ def centre_square(width: float, height: float) -> tuple[float, float, float]:
     return (width - side) / 2.0, (height - side) / 2.0, side
 
 
+_NPY_HEADER_LOCK = threading.Lock()
+"""numpy parses a .npy header with `ast.literal_eval`, which CPython 3.11 does not make
+thread-safe: the data check opens files from a thread pool, and two parses at once can fail with
+"AST constructor recursion depth mismatch". Opening the memory map is only the header's work."""
+
+
 def load_array(path: Path) -> np.ndarray:
     """An npy file, memory-mapped so that reading a window touches only its rows."""
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    with _NPY_HEADER_LOCK:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def non_finite(array: np.ndarray, chunk: int = 4096) -> int:
