@@ -388,7 +388,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         self, role: str, loader: type[DataLoader] = DataLoader, **kwargs: Any
     ) -> DataLoader:
         dataset = self.datasets[role]
-        rank = self.trainer.global_rank if self.trainer is not None else _world()[1]
+        rank = _world(self.trainer)[1]
         return loader(
             dataset,
             batch_size=self.batch_size,
@@ -405,12 +405,13 @@ class MultimodalDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Batches in the order of a `TrainSampler` (the same shards as Lightning's distributed
         sampler), from a loader that Lightning checkpoints and resumes mid-epoch."""
-        world, rank = _world()
-        trainer = self.trainer
-        if trainer is not None:
-            # `use_distributed_sampler: false` leaves sharding out, as Lightning would
-            sharded = trainer._accelerator_connector.use_distributed_sampler
-            world, rank = (trainer.world_size, trainer.global_rank) if sharded else (1, 0)
+        world, rank = _world(self.trainer)
+        # `use_distributed_sampler: false` leaves sharding out, as Lightning would
+        if (
+            self.trainer is not None
+            and not self.trainer._accelerator_connector.use_distributed_sampler
+        ):
+            world, rank = 1, 0
         sampler = TrainSampler(self.datasets["train"], world, rank, seed=_seed())
         return self._loader("train", ResumableLoader, sampler=sampler)
 
@@ -424,9 +425,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         return self._eval_loader("test")
 
     def _eval_loader(self, role: str) -> DataLoader:
-        world, rank = _world()
-        if self.trainer is not None:
-            world, rank = self.trainer.world_size, self.trainer.global_rank
+        world, rank = _world(self.trainer)
         return self._loader(role, sampler=EvalShardSampler(self.datasets[role], world, rank))
 
 
@@ -466,7 +465,10 @@ def _problem_summary(report: SubsetReport, problems: list[Problem], limit: int =
     return "\n".join(lines)
 
 
-def _world() -> tuple[int, int]:
+def _world(trainer: pl.Trainer | None) -> tuple[int, int]:
+    """(world size, global rank): the trainer's when attached, else torch.distributed's."""
+    if trainer is not None:
+        return trainer.world_size, trainer.global_rank
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size(), torch.distributed.get_rank()
     return 1, 0

@@ -22,6 +22,7 @@ BASE = [
     "--config", str(CONFIGS / "teacher/dense_flow.yaml"),
 ]  # fmt: skip
 CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")
+FEATURES = ["--config", str(CONFIGS / "data" / "synthetic_features.yaml")]
 
 
 def with_base(path: Path) -> list[str]:
@@ -47,6 +48,16 @@ def tiny(root: Path, runs: Path) -> list[str]:
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
         "--trainer.default_root_dir", str(runs),
+    ]  # fmt: skip
+
+
+def quiet_features_run(root: Path, runs: Path) -> list[str]:
+    """Overrides of a short, quiet run on the snippet features of the benchmark at `root`."""
+    return [
+        f"--data.init_args.root={root}", "--data.init_args.batch_size=2",
+        f"--trainer.default_root_dir={runs}", "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--trainer.limit_val_batches=1",
     ]  # fmt: skip
 
 

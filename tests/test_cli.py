@@ -23,7 +23,6 @@ from tests.cli_helpers import (
     tiny,
     with_base,
 )
-from tests.data_helpers import tiny_benchmark
 
 ALL_COMMANDS = [*LIGHTNING_COMMANDS, *PROJECT_COMMANDS]
 
@@ -143,11 +142,6 @@ def test_run_folders_are_not_reused_by_mistake(tmp_path: Path) -> None:
 
 
 # training runs
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_benchmark(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,10 @@ import pytest
 
 from datamodules.data_check import main
 from tests.conftest import REPO_ROOT
-from tests.data_helpers import copy_benchmark, tiny_benchmark
+from tests.data_helpers import copy_benchmark
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")
 CONFIG = str(REPO_ROOT / "configs" / "data" / "synthetic.yaml")
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_benchmark(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from datamodules.sources import (
 )
 from datamodules.transforms import Augment, JointTransform
 from tests.conftest import REPO_ROOT
-from tests.data_helpers import copy_benchmark, tiny_benchmark, with_random_features
+from tests.data_helpers import copy_benchmark, with_random_features
 
 CONFIGS = REPO_ROOT / "configs" / "data"
 # every data config, with the files it is composed after
@@ -43,11 +43,6 @@ CONFIG_STACKS = {
         "synthetic_features_segments.yaml",
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_benchmark(tmp_path_factory)
 
 
 def from_config(files: list[str], root: Path, *overrides: str) -> MultimodalDataModule:
@@ -231,7 +226,7 @@ def test_evaluation_on_two_ranks_scores_every_step_once(
     dm.setup("test")
     scored: list[tuple[str, int]] = []
     for rank in (0, 1):
-        monkeypatch.setattr(datamodule_module, "_world", lambda rank=rank: (2, rank))
+        monkeypatch.setattr(datamodule_module, "_world", lambda trainer, rank=rank: (2, rank))
         for batch in dm.test_dataloader():
             for row, video_id in enumerate(batch["meta"]["video_id"]):
                 t0, stride = float(batch["meta"]["t0"][row]), float(batch["meta"]["stride"][row])

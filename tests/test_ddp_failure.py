@@ -10,14 +10,8 @@ import pytest
 
 from tests.cli_helpers import CONSOLE_SCRIPT, subprocess_env
 from tests.conftest import REPO_ROOT
-from tests.data_helpers import tiny_benchmark
 
 SMOKE = REPO_ROOT / "configs" / "smoke" / "teacher.yaml"
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_benchmark(tmp_path_factory)
 
 
 @pytest.mark.slow

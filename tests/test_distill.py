@@ -11,27 +11,15 @@ import torch
 import yaml
 
 from lightning_modules.distill import DistillModule
-from tests.cli_helpers import with_base
-from tests.conftest import REPO_ROOT
+from tests.cli_helpers import CONFIGS, FEATURES, quiet_features_run, with_base
 from tests.data_helpers import tiny_benchmark, with_random_features
 from tests.test_teacher import CONSOLE_SCRIPT, cli
-
-CONFIGS = REPO_ROOT / "configs"
-FEATURES = ["--config", str(CONFIGS / "data" / "synthetic_features.yaml")]
 
 
 @pytest.fixture(scope="module")
 def feature_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bench = tiny_benchmark(tmp_path_factory)
     return with_random_features(bench, tmp_path_factory.mktemp("distill") / "bench")
-
-
-def common(root: Path, runs: Path) -> list[str]:
-    return [
-        f"--data.init_args.root={root}", "--data.init_args.batch_size=2",
-        f"--trainer.default_root_dir={runs}", "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1",
-    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +29,7 @@ def teacher_checkpoints(feature_bench: Path, tmp_path_factory: pytest.TempPathFa
     for modality in ("flow", "pose"):
         runs = tmp_path_factory.mktemp(f"teacher_{modality}")
         config = CONFIGS / "teacher" / f"dense_features_{modality}.yaml"
-        built = cli([*FEATURES, "--config", str(config), *common(feature_bench, runs),
+        built = cli([*FEATURES, "--config", str(config), *quiet_features_run(feature_bench, runs),
                      "--trainer.max_steps=1"])  # fmt: skip
         built.trainer.fit(built.model, built.datamodule)
         path = runs / f"{modality}.ckpt"
@@ -68,7 +56,7 @@ def teacher_names(config: Path) -> set[str]:
 def build(config: Path, root: Path, runs: Path, teachers: dict, *extra: str):
     named = teacher_names(config) or set(teachers)
     overrides = [f"--model.init_args.teachers.{n}={p}" for n, p in teachers.items() if n in named]
-    return cli([*FEATURES, *with_base(config), *common(root, runs), *overrides, *extra])
+    return cli([*FEATURES, *with_base(config), *quiet_features_run(root, runs), *overrides, *extra])
 
 
 @pytest.mark.parametrize("config", distill_configs(), ids=lambda p: p.stem)

@@ -25,11 +25,9 @@ from lightning_modules.export import (
     read_export,
     save_export,
 )
-from tests.conftest import REPO_ROOT
+from tests.cli_helpers import CONFIGS, FEATURES, REPO, quiet_features_run
 from tests.data_helpers import tiny_benchmark, with_random_features
 
-CONFIGS = REPO_ROOT / "configs"
-FEATURES = ["--config", str(CONFIGS / "data" / "synthetic_features.yaml")]
 DENSE_TASK = {"class_path": "lightning_modules.tasks.DenseTask"}
 BLOCKED = (
     "lightning_modules.distill",
@@ -37,14 +35,6 @@ BLOCKED = (
     "lightning_modules.teacher",
     "lightning_modules.teacher_cache",
 )
-
-
-def quiet(root: Path, runs: Path) -> list[str]:
-    return [
-        f"--data.init_args.root={root}", "--data.init_args.batch_size=2",
-        f"--trainer.default_root_dir={runs}", "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +50,12 @@ def runs(feature_bench: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     config's pose slot (same width): what is tested is the student's file, not the teachers."""
     runs = tmp_path_factory.mktemp("export_runs")
     config = CONFIGS / "teacher" / "dense_features_flow.yaml"
-    args = [*FEATURES, "--config", str(config), *quiet(feature_bench, runs)]
+    args = [*FEATURES, "--config", str(config), *quiet_features_run(feature_bench, runs)]
     assert main(["fit", *args, "--trainer.max_steps=1", "--run_name", "flow"]) == 0
     teacher = runs / "flow" / "checkpoints" / "last.ckpt"
     teachers = [f"--model.init_args.teachers.{m}={teacher}" for m in ("flow", "pose")]
     config = CONFIGS / "distill" / "dense_features_dai21.yaml"
-    args = [*FEATURES, "--config", str(config), *quiet(feature_bench, runs), *teachers]
+    args = [*FEATURES, "--config", str(config), *quiet_features_run(feature_bench, runs), *teachers]
     assert main(["fit", *args, "--trainer.max_steps=2", "--run_name", "student"]) == 0
     return runs
 
@@ -155,14 +145,14 @@ def test_crossdistill_test_of_the_export_needs_no_distillation_code_and_matches_
     run = runs / "student"
     assert main(["test", "--config", str(run / "config.yaml"), "--ckpt_path", "best"]) == 0
     exported = [
-        *FEATURES, *quiet(feature_bench, runs), "--data.init_args.load=[rgb]",
+        *FEATURES, *quiet_features_run(feature_bench, runs), "--data.init_args.load=[rgb]",
         "--model=lightning_modules.export.ExportedStudent",
         f"--model.init_args.path={run / 'checkpoints' / 'best.student.pt'}",
         "--run_name=exported",
     ]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", BLOCKER.format(blocked=BLOCKED), "test", *exported],
-        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=300, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "BLOCKED IMPORTS: [] LOADED: []" in done.stdout, done.stdout[-2000:]
@@ -187,7 +177,7 @@ def test_crossdistill_test_of_the_export_needs_no_distillation_code_and_matches_
 
 def test_exported_student_names_missing_modalities(runs: Path, feature_bench: Path) -> None:
     args = [
-        *FEATURES, *quiet(feature_bench, runs), "--data.init_args.load=[flow]",
+        *FEATURES, *quiet_features_run(feature_bench, runs), "--data.init_args.load=[flow]",
         "--model=lightning_modules.export.ExportedStudent", "--run_name=wrong_inputs",
         f"--model.init_args.path={runs / 'student' / 'checkpoints' / 'best.student.pt'}",
     ]  # fmt: skip

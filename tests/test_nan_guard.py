@@ -15,15 +15,9 @@ from torch import nn
 from lightning_modules.cli import main
 from lightning_modules.runs.nan_guard import NonFiniteError, NonFiniteGuard
 from tests.conftest import REPO_ROOT
-from tests.data_helpers import tiny_benchmark
 
 SMOKE = REPO_ROOT / "configs" / "smoke" / "teacher.yaml"
 POISON = "--trainer.callbacks+={class_path: tests.fault_helpers.PoisonBatch, init_args: {step: 1}}"
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_benchmark(tmp_path_factory)
 
 
 def fit(bench: Path, runs: Path, *extra: str) -> int:

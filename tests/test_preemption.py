@@ -19,7 +19,6 @@ from lightning_modules.runs.directory import locate_run
 from lightning_modules.runs.preemption import PREEMPTED_EXIT_CODE
 from tests.cli_helpers import CONSOLE_SCRIPT, subprocess_env
 from tests.conftest import REPO_ROOT
-from tests.data_helpers import tiny_benchmark
 
 SMOKE = REPO_ROOT / "configs" / "smoke" / "teacher.yaml"
 EPOCHS = 3
@@ -29,11 +28,6 @@ def marker(hold_at: int | None = None) -> str:
     """The step printer; `hold_at`: the run waits at that step until the signal has arrived."""
     args = "" if hold_at is None else f", init_args: {{hold_at: {hold_at}}}"
     return f"{{class_path: tests.fault_helpers.StepMarker{args}}}"
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_benchmark(tmp_path_factory)
 
 
 def env(tmp: Path) -> dict[str, str]:

@@ -14,12 +14,11 @@ from lightning_modules.runs.wandb_files import read_runs, run_files
 from lightning_modules.sweep.agent import agent_command
 from lightning_modules.sweep.engine import STATE_FILE, SweepFileError, SweepState, Trial, draw
 from lightning_modules.sweep.runner import leaderboard
-from tests.cli_helpers import CONFIGS, REPO, subprocess_env
+from tests.cli_helpers import CONFIGS, FEATURES, REPO, subprocess_env
 from tests.data_helpers import tiny_benchmark, with_random_features
 
 SWEEP_FILES = sorted((CONFIGS / "sweeps").glob("*.yaml"))
 FIT = ["crossdistill", "fit", "--config", "configs/data/synthetic.yaml"]
-FEATURES = ["--config", str(CONFIGS / "data/synthetic_features.yaml")]
 
 
 @pytest.fixture
