@@ -3,7 +3,7 @@ lasts `duration / 192` seconds, and segments come back in seconds on the video's
 
 A fake folder in the real layout (v1.3 JSON, `v_<id>.npy` two-stream features of any length)
 holds videos from 30 s to 200 s; the configs are `configs/data/real/activitynet_i3d.yaml` and
-`configs/teacher/real/activitynet_i3d_rgb.yaml`."""
+`configs/teacher/real/activitynet_i3d_{rgb,flow}.yaml`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from tests.conftest import REPO_ROOT
 
 CONFIGS = REPO_ROOT / "configs"
 DATA = CONFIGS / "data" / "real" / "activitynet_i3d.yaml"
-TEACHER = CONFIGS / "teacher" / "real" / "activitynet_i3d_rgb.yaml"
+TEACHERS = {m: CONFIGS / "teacher" / "real" / f"activitynet_i3d_{m}.yaml" for m in ("rgb", "flow")}
 STEPS = 192
 # id: subset, duration (s), feature rows (fewer and more than 192), segments (label, start, end)
 VIDEOS = {
@@ -81,9 +81,9 @@ def datamodule(root: Path) -> MultimodalDataModule:
     return parser.instantiate(config).data
 
 
-def cli(root: Path, runs: Path) -> LightningCLI:
-    """What `crossdistill fit` builds from the two configs on the fake folder."""
-    configs = [str(path) for path in (DATA, CONFIGS / "trainer" / "cpu.yaml", TEACHER)]
+def cli(root: Path, runs: Path, modality: str = "rgb") -> LightningCLI:
+    """What `crossdistill fit` builds from the data and teacher configs on the fake folder."""
+    configs = [str(path) for path in (DATA, CONFIGS / "trainer" / "cpu.yaml", TEACHERS[modality])]
     args = [
         *(flag for path in configs for flag in ("--config", path)),
         f"--data.init_args.root={root}",
@@ -103,8 +103,12 @@ def sample_of(dm: MultimodalDataModule, role: str, video_id: str) -> Sample:
     return dataset[ids.index(video_id)]
 
 
-def test_configs_train_and_score_at_activitynet_tious(root: Path, tmp_path: Path) -> None:
-    built = cli(root, tmp_path)
+@pytest.mark.parametrize("modality", sorted(TEACHERS))
+def test_configs_train_and_score_at_activitynet_tious(
+    root: Path, tmp_path: Path, modality: str
+) -> None:
+    built = cli(root, tmp_path, modality)
+    assert built.datamodule.modalities.keys() == {modality}
     assert built.model.task.tious == ACTIVITYNET_TIOUS
     built.trainer.fit(built.model, built.datamodule)
     scores = built.trainer.test(built.model, built.datamodule)[0]
@@ -174,8 +178,9 @@ def test_real_activitynet_durations_each_give_192_valid_steps(realdata: Path) ->
     """From 1.6 s to 975 s: every v1.3 video is one window of 192 steps inside it, and the
     teacher config classifies the file's 200 labels."""
     annotations = read_activitynet(realdata / "activitynet" / "activity_net.v1-3.json")
-    teacher = yaml.safe_load(TEACHER.read_text())["model"]["init_args"]["model"]["init_args"]
-    assert teacher["head"]["init_args"]["num_classes"] == len(annotations.classes) == 200
+    for path in TEACHERS.values():
+        teacher = yaml.safe_load(path.read_text())["model"]["init_args"]["model"]["init_args"]
+        assert teacher["head"]["init_args"]["num_classes"] == len(annotations.classes) == 200
     records = list(annotations.records.values())
     windows = VideoWindows(records, STEPS)
     for index, record in enumerate(records):
