@@ -112,6 +112,46 @@ class DistillModule(TaskModule):
             datamodule.attach_source(cache_modality(name), source)
             self.cache_layouts[name] = source.manifest["layout"]
 
+    def on_train_start(self) -> None:
+        pending = [o for o in self.objectives if o.needs_held_out_split]
+        if pending:
+            self.fit_held_out(pending)
+
+    def fit_held_out(self, objectives: list[Objective]) -> None:
+        """Show the frozen teachers the validation split once, before the first step, and let
+        each objective fit itself on it (Radevski et al.'s held-out teacher weights).
+
+        The split is sharded over DDP ranks; the statistics are sums, reduced over ranks, so
+        every rank fits the same values. Each fitted value is logged as
+        `held_out/<objective>/<teacher>`.
+        """
+        names = ", ".join(o.name for o in objectives)
+        if self.teacher_mode != "online":
+            raise ValueError(
+                f"objectives {names} fit on held-out data, which needs the teachers run online. "
+                "Fix: set model.init_args.teacher_mode: online"
+            )
+        loader = self.trainer.datamodule.val_dataloader()
+        if not loader:
+            raise ValueError(
+                f"objectives {names} fit on the validation split, but the data has none. Fix: "
+                "give the data a validation subset, or pass the objective its values (weights)"
+            )
+        totals: list[torch.Tensor | None] = [None] * len(objectives)
+        for batch in loader:
+            batch = self.trainer.strategy.batch_to_device(batch)
+            teachers = self.teacher_outputs(batch)
+            for i, objective in enumerate(objectives):
+                part = objective.held_out_statistics(teachers, batch).double()
+                totals[i] = part if totals[i] is None else totals[i] + part
+        for objective, total in zip(objectives, totals, strict=True):
+            if total is None:
+                total = torch.zeros(len(objective.select(self.teachers)) + 1, dtype=torch.double)
+            total = self.trainer.strategy.reduce(total.to(self.device), reduce_op="sum")
+            fitted = objective.fit_held_out(total.cpu(), list(self.teachers))
+            for teacher, value in fitted.items():
+                self.log(f"held_out/{objective.name}/{teacher}", value, rank_zero_only=True)
+
     def teacher_outputs(self, batch: dict[str, Any]) -> dict[str, ModelOutput]:
         """Every teacher's outputs on the batch: run now (online) or read from the batch."""
         if self.teacher_mode == "cached":

@@ -8,8 +8,11 @@ head such as `verb`/`noun`), with weights that are fixed, never learned:
 - `uniform`: 1/K each (the authors' default);
 - `per_sample`: for each sample, the softmin over teachers of each teacher's cross-entropy on
   the sample's label (a teacher that is right about this sample counts more);
-- `held_out`: one vector from a part of the training set held out from teacher training,
-  given in the config; `held_out_weights` computes it.
+- `held_out`: one vector per run from data no teacher trained on. Given in the config
+  (`weights`), or fitted by the DistillModule when training starts: the frozen teachers run
+  once over the validation split and `held_out_weights` turns their cross-entropies into the
+  vector (our choice of split: the authors hold out part of the training set; ours needs no
+  second teacher training and leaves the test split untouched).
 """
 
 from __future__ import annotations
@@ -81,6 +84,28 @@ def sample_weights(logits: Mapping[str, Tensor], labels: Tensor) -> Tensor:
     return (-_cross_entropies(logits, labels)).softmax(dim=0)
 
 
+def held_out_sums(
+    teacher_logits: Mapping[str, Logits], labels: Tensor | Mapping[str, Tensor]
+) -> tuple[Tensor, int]:
+    """Per teacher, the cross-entropy summed over rows (averaged over heads), and the rows.
+
+    Sums over batches and over DDP ranks add up, so a split read in pieces gives the same
+    weights as the whole split at once (`weights_from_sums`).
+    """
+    heads = _by_head(teacher_logits)
+    labels_by_head = _labels_by_head(labels, heads)
+    ce = torch.stack([_cross_entropies(heads[h], labels_by_head[h]) for h in heads]).mean(dim=0)
+    return ce.sum(dim=1), ce.shape[1]
+
+
+def weights_from_sums(names: list[str], sums: Tensor, rows: int | float) -> dict[str, float]:
+    """The softmin over teachers of each teacher's mean cross-entropy (`held_out_sums`)."""
+    if rows <= 0:
+        raise ValueError("held-out weights need at least one held-out sample")
+    weights = (-(sums.double() / rows)).softmax(dim=0)
+    return {name: float(w) for name, w in zip(names, weights, strict=True)}
+
+
 def held_out_weights(
     teacher_logits: Mapping[str, Logits], labels: Tensor | Mapping[str, Tensor]
 ) -> dict[str, float]:
@@ -91,13 +116,8 @@ def held_out_weights(
     split. It rewards calibrated confidence, not only accuracy, and never gives a teacher
     zero weight.
     """
-    heads = _by_head(teacher_logits)
-    labels_by_head = _labels_by_head(labels, heads)
-    mean_ce = torch.stack(
-        [_cross_entropies(heads[h], labels_by_head[h]).mean(dim=1) for h in heads]
-    ).mean(dim=0)
-    weights = (-mean_ce).softmax(dim=0)
-    return {name: float(w) for name, w in zip(teacher_logits, weights, strict=True)}
+    sums, rows = held_out_sums(teacher_logits, labels)
+    return weights_from_sums(list(teacher_logits), sums, rows)
 
 
 def _fixed_weights(weights: Mapping[str, float], names: list[str]) -> Tensor:
@@ -156,7 +176,8 @@ class EnsembleLogitKD(Objective):
 
     Args:
         weighting: `uniform`, `per_sample` (reads `batch["targets"]["clip"]`) or `held_out`.
-        weights: teacher name -> weight, for `held_out` only (from `held_out_weights`).
+        weights: teacher name -> weight, for `held_out` only; without it the DistillModule
+            fits the vector on the validation split when training starts.
         temperature: softmax temperature T.
         teachers: the teachers in the ensemble (default: all).
     Reads `logits` of the student and of every teacher.
@@ -174,13 +195,37 @@ class EnsembleLogitKD(Objective):
         super().__init__(name, weight, teachers)
         if weighting not in ("uniform", "per_sample", "held_out"):
             raise ValueError(f"unknown weighting {weighting!r}")
-        if (weighting == "held_out") != (weights is not None):
-            raise ValueError("give `weights` exactly when weighting is 'held_out'")
+        if weights is not None and weighting != "held_out":
+            raise ValueError(f"`weights` is for weighting 'held_out', not {weighting!r}")
         self.weighting, self.weights, self.temperature = weighting, weights, temperature
+        self.needs_held_out_split = weighting == "held_out" and weights is None
+
+    def held_out_statistics(
+        self, teachers: dict[str, ModelOutput], batch: Mapping[str, Any]
+    ) -> Tensor:
+        """This batch's share of the held-out fit: `(M + 1,)`, the teachers' summed
+        cross-entropies, then the row count."""
+        chosen = self.select(teachers)
+        sums, rows = held_out_sums(
+            {name: output.logits for name, output in chosen.items()}, batch["targets"]["clip"]
+        )
+        return torch.cat([sums, sums.new_tensor([rows])])
+
+    def fit_held_out(self, statistics: Tensor, teacher_names: list[str]) -> dict[str, float]:
+        """Set the weights from the statistics summed over the whole split (and every rank)."""
+        names = list(teacher_names if self.teacher_names is None else self.teacher_names)
+        self.weights = weights_from_sums(names, statistics[:-1], float(statistics[-1]))
+        return self.weights
 
     def compute(
         self, student: ModelOutput, teachers: dict[str, ModelOutput], batch: Mapping[str, Any]
     ) -> Tensor:
+        if self.weighting == "held_out" and self.weights is None:
+            raise RuntimeError(
+                f"objective {self.name!r}: the held-out weights are not fitted yet. The "
+                "DistillModule fits them on the validation split when training starts; "
+                "elsewhere, pass `weights` (computed with `held_out_weights`)"
+            )
         labels = batch["targets"]["clip"] if self.weighting == "per_sample" else None
         target = ensemble_logits(
             {name: teacher.logits for name, teacher in teachers.items()},

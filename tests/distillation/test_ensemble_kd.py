@@ -109,9 +109,33 @@ def test_loss_is_t_squared_kl_to_the_ensemble_averaged_over_heads() -> None:
     assert loss.item() == pytest.approx(sum(expected) / 2, rel=1e-5)
 
 
+def test_held_out_statistics_add_up_over_pieces_of_the_split() -> None:
+    """Batches (and DDP ranks) sum their statistics: the pieces give the whole split's weights,
+    in the order of the objective's `teachers`."""
+    torch.manual_seed(0)
+    labels = torch.randint(0, 5, (10,))
+    logits = {n: torch.randn(20, 5) * s for n, s in (("rgb", 1.0), ("flow", 3.0), ("pose", 0.3))}
+    objective = EnsembleLogitKD("held_out", teachers=["pose", "rgb"])
+    assert objective.needs_held_out_split
+    total = sum(
+        objective.held_out_statistics(
+            {n: clip(z[2 * lo : 2 * hi]) for n, z in logits.items()},
+            {"targets": {"clip": labels[lo:hi]}},
+        )
+        for lo, hi in ((0, 3), (3, 4), (4, 10))
+    )
+    fitted = objective.fit_held_out(total, ["rgb", "flow", "pose"])
+    whole = held_out_weights({n: logits[n] for n in ("pose", "rgb")}, labels)
+    assert list(fitted) == ["pose", "rgb"]
+    assert fitted == pytest.approx(whole, abs=1e-6)
+    assert not EnsembleLogitKD("held_out", weights={"rgb": 1.0}).needs_held_out_split
+
+
 def test_configuration_errors() -> None:
-    with pytest.raises(ValueError, match="held_out"):
-        EnsembleLogitKD("held_out")
+    unfitted = EnsembleLogitKD("held_out")
+    logits = clip(torch.zeros(2, 3))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        unfitted(logits, {"rgb": logits}, {"targets": {"clip": torch.zeros(2, dtype=torch.long)}})
     with pytest.raises(ValueError, match="held_out"):
         EnsembleLogitKD("uniform", weights={"rgb": 1.0})
     with pytest.raises(ValueError, match="labels"):
