@@ -169,6 +169,19 @@ def test_two_workers_load_batches(bench: Path) -> None:
     assert all(torch.isfinite(b["inputs"]["rgb"]).all() for b in batches)
 
 
+def test_workers_forked_after_a_main_process_pass_do_not_hang(bench: Path) -> None:
+    """decord readers cached by a `num_workers: 0` pass are inherited by workers forked later;
+    closing one there blocked the worker for good (its decoding thread is not forked)."""
+    dm = make(bench, modalities={"rgb": VideoSource(size=32)})  # streaming readers (cache_mb 0)
+    dm.setup("fit")
+    assert list(dm.train_dataloader())
+    dm.num_workers = 2
+    loader = dm.train_dataloader()
+    loader.timeout = 20  # a hung worker fails the test instead of hanging it
+    batches = list(loader)
+    assert sum(len(b["meta"]["video_id"]) for b in batches) == len(dm.datasets["train"])
+
+
 def _windows(batches: list[dict]) -> list[tuple]:
     """What a pass drew: each sample's video, window start and first flow values."""
     return [
@@ -184,7 +197,7 @@ def test_training_samples_depend_on_seed_epoch_and_index_only(bench: Path) -> No
     """The same windows and augmentations in the main process and in workers, other ones in
     another epoch; a loader resumed from a state taken after k batches yields the rest."""
     passes = {}
-    for workers in (2, 0):  # workers first: decoders opened here must not be forked into them
+    for workers in (0, 2):
         dm = make(bench, modalities={"flow": FlowSource(size=32)}, num_workers=workers)
         dm.setup("fit")
         loader = dm.train_dataloader()

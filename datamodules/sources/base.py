@@ -56,6 +56,15 @@ class Problem:
 
 T = TypeVar("T")
 
+_INHERITED_READERS: list[Any] = []
+"""Readers a forked process inherited from its parent's caches, kept alive until it exits.
+
+Closing one there can hang the process for good: a decord reader's decoding thread is not
+forked, and its destructor then waits in `pthread_cond_destroy` for that thread to leave the
+packet queue's condition variable it was waiting on in the parent (a DataLoader worker forked
+after a `num_workers: 0` pass hung in its first `get`). Their memory is the parent's, shared
+copy-on-write, so keeping them costs nothing."""
+
 
 class ReaderCache(Generic[T]):
     """Open readers of one process, keyed by path, least recently used dropped first.
@@ -77,6 +86,8 @@ class ReaderCache(Generic[T]):
 
     def get(self, path: Path) -> T:
         if self._pid != os.getpid():
+            # inherited readers are set aside, never closed (see `_INHERITED_READERS`)
+            _INHERITED_READERS.append(self._readers)
             self._pid, self._readers = os.getpid(), OrderedDict()
         reader = self._readers.pop(path, None)
         if reader is None:
