@@ -10,9 +10,9 @@ head such as `verb`/`noun`), with weights that are fixed, never learned:
   the sample's label (a teacher that is right about this sample counts more);
 - `held_out`: one vector per run from data no teacher trained on. Given in the config
   (`weights`), or fitted by the DistillModule when training starts: the frozen teachers run
-  once over the validation split and `held_out_weights` turns their cross-entropies into the
-  vector (our choice of split: the authors hold out part of the training set; ours needs no
-  second teacher training and leaves the test split untouched).
+  once over the validation split and their cross-entropies give the vector by the rule of
+  `held_out_weights` (our choice of split: the authors hold out part of the training set;
+  ours needs no second teacher training and leaves the test split untouched).
 """
 
 from __future__ import annotations
