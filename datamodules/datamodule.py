@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.annotations import AnnotationSet, VideoRecord, read_annotations
 from datamodules.dataset import Collate, Task, UntrimmedDataset
+from datamodules.held_out import held_out_digest, split_held_out
 from datamodules.sampling import (
     ClipWindows,
     EvalShardSampler,
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "benchmark.json"
 STAGE_SUBSETS = {
-    "fit": ("train", "val"),
+    "fit": ("train", "held_out", "val"),
     "validate": ("val",),
     "test": ("test",),
     "predict": ("test",),
@@ -108,6 +109,11 @@ class MultimodalDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes.
         missing: `error` stops at any broken or missing file; `skip` leaves those videos out,
             counted and logged.
+        held_out_fraction: set this fraction of the training videos aside (chosen by a hash of
+            their ids, `datamodules.held_out`): training leaves them out and
+            `held_out_dataloader` serves them, evaluated like validation. Radevski et al.'s
+            held-out teacher weights are fitted on them; train the teachers and the student
+            with the same fraction.
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         missing: Literal["error", "skip"] = "error",
         load: list[str] | None = None,
         synthetic: SyntheticConfig | None = None,
+        held_out_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -156,6 +163,11 @@ class MultimodalDataModule(pl.LightningDataModule):
                 "centre_on_action needs fixed-length windows; with window_seconds: null every "
                 "window is a whole video. Fix: set centre_on_action: 0 or a window_seconds"
             )
+        if not 0.0 <= held_out_fraction < 1.0:
+            raise DataError(
+                f"held_out_fraction must be in [0, 1), got {held_out_fraction}. Fix: e.g. 0.2, or "
+                "0 to train on every training video"
+            )
         if window_steps < 1 or batch_size < 1 or num_workers < 0:
             raise ValueError("need window_steps >= 1, batch_size >= 1 and num_workers >= 0")
         self.root = Path(root)
@@ -172,6 +184,9 @@ class MultimodalDataModule(pl.LightningDataModule):
         )
         self.annotation_options = dict(annotation_options or {})
         self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
+        # the held-out role is a part of the training subset
+        self.subsets["held_out"] = train_subset if held_out_fraction > 0 else None
+        self.held_out_fraction = held_out_fraction
         self.window_seconds = window_seconds
         self.window_steps = window_steps
         self.centre_on_action = centre_on_action
@@ -236,16 +251,30 @@ class MultimodalDataModule(pl.LightningDataModule):
     # checking
 
     def subset_records(self, role: str) -> list[VideoRecord]:
-        """The videos of a role's subset (train/val/test); a name not in the file is an error."""
-        name = self.subsets[role]
+        """The videos of a role (train/held_out/val/test): its subset's, the training subset
+        split by `held_out_fraction` for train and held_out; a name not in the file is an
+        error."""
+        key = "train" if role == "held_out" else role
         try:
-            return list(self.annotation_set.subset(str(name)).records.values())
+            records = list(self.annotation_set.subset(str(self.subsets[key])).records.values())
         except (KeyError, ValueError) as err:  # the reader's message names the subsets it has
-            raise DataError(f"{role}_subset: {err.args[0]}") from None
+            raise DataError(f"{key}_subset: {err.args[0]}") from None
+        if key != "train" or self.held_out_fraction == 0:
+            return records
+        return split_held_out(records, self.held_out_fraction)[role == "held_out"]
+
+    @cached_property
+    def held_out_digest(self) -> str | None:
+        """Fingerprint of the held-out videos (None without any), recorded in a teacher's
+        checkpoint so that a student can check its teachers never trained on them."""
+        if self.held_out_fraction == 0:
+            return None
+        return held_out_digest(self.subset_records("held_out"))
 
     def inspect(self, role: str) -> SubsetReport:
-        """Check every video of a role's subset (train/val/test) with every source."""
-        return self.check_records(str(self.subsets[role]), self.subset_records(role))
+        """Check every video of a role (train/held_out/val/test) with every source."""
+        name = str(self.subsets[role]) + (" (held out)" if role == "held_out" else "")
+        return self.check_records(name, self.subset_records(role))
 
     def check_records(self, name: str, records: list[VideoRecord]) -> SubsetReport:
         """Check videos with every source (in threads: the work is mostly I/O and decoding);
@@ -417,6 +446,15 @@ class MultimodalDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         return [] if self.subsets["val"] is None else self._eval_loader("val")
+
+    def held_out_dataloader(self) -> DataLoader:
+        """The held-out training videos, windowed and sharded like validation."""
+        if self.held_out_fraction == 0:
+            raise DataError(
+                "no held-out videos: held_out_fraction is 0. Fix: set "
+                "data.init_args.held_out_fraction (e.g. 0.2) for the student and its teachers"
+            )
+        return self._eval_loader("held_out")
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")

@@ -25,23 +25,28 @@ from lightning_modules.distillation import Objective
 from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.task_module import TaskModule
 from lightning_modules.tasks import Task
+from lightning_modules.teacher import TeacherModule
 from lightning_modules.teacher_cache import cache_modality, objective_taps, open_cache, unpack
 
 
 def load_frozen_teacher(checkpoint: str | Path) -> nn.Module:
     """The model of a TeacherModule checkpoint, in eval mode with gradients off."""
-    from lightning_modules.teacher import TeacherModule
+    return load_teacher_module(checkpoint).model
 
+
+def load_teacher_module(checkpoint: str | Path) -> TeacherModule:
+    """A TeacherModule checkpoint with its model frozen (eval mode, gradients off); the module
+    also carries what the checkpoint records of its training data (`held_out_digest`)."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(
             f"teacher checkpoint {path} does not exist. Fix: train the teacher first "
             "(crossdistill fit --config configs/teacher/...) and point teachers.<name> at its .ckpt"
         )
-    model = TeacherModule.load_from_checkpoint(path, map_location="cpu").model
-    model.eval()
-    model.requires_grad_(False)
-    return model
+    module = TeacherModule.load_from_checkpoint(path, map_location="cpu")
+    module.model.eval()
+    module.model.requires_grad_(False)
+    return module
 
 
 class DistillModule(TaskModule):
@@ -93,8 +98,12 @@ class DistillModule(TaskModule):
         self.cache_layouts: dict[str, list] = {}
         # a plain dict keeps the teachers out of parameters(), state_dict() and train()
         self.teachers: dict[str, nn.Module] = {}
+        self.teacher_held_out_digests: dict[str, str | None] = {}
         if teacher_mode == "online":
-            self.teachers = {n: load_frozen_teacher(p) for n, p in teachers.items()}
+            for name, path in teachers.items():
+                module = load_teacher_module(path)
+                self.teachers[name] = module.model
+                self.teacher_held_out_digests[name] = module.held_out_digest
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -118,8 +127,11 @@ class DistillModule(TaskModule):
             self.fit_held_out(pending)
 
     def fit_held_out(self, objectives: list[Objective]) -> None:
-        """Show the frozen teachers the validation split once, before the first step, and let
-        each objective fit itself on it (Radevski et al.'s held-out teacher weights).
+        """Show the frozen teachers the held-out training videos once, before the first step,
+        and let each objective fit itself on them (Radevski et al.'s held-out teacher weights).
+
+        Every teacher must have been trained without those videos: its checkpoint records the
+        held-out part of its data (`held_out_digest`), which must be the student's.
 
         The split is sharded over DDP ranks; the statistics are sums, reduced over ranks, so
         every rank fits the same values. Each fitted value is logged as
@@ -131,11 +143,20 @@ class DistillModule(TaskModule):
                 f"objectives {names} fit on held-out data, which needs the teachers run online. "
                 "Fix: set model.init_args.teacher_mode: online"
             )
-        loader = self.trainer.datamodule.val_dataloader()
-        if not loader:
+        datamodule = self.trainer.datamodule
+        loader = datamodule.held_out_dataloader()
+        saw = [
+            f"{name} ({self.teacher_checkpoints[name]})"
+            for objective in objectives
+            for name in objective.select(self.teachers)
+            if self.teacher_held_out_digests.get(name) != datamodule.held_out_digest
+        ]
+        if saw:
             raise ValueError(
-                f"objectives {names} fit on the validation split, but the data has none. Fix: "
-                "give the data a validation subset, or pass the objective its values (weights)"
+                f"objectives {names} fit on the held-out training videos, but teachers "
+                f"{sorted(set(saw))} were not trained without exactly those videos. Fix: train "
+                "each teacher with the student's annotations, training subset and "
+                f"data.init_args.held_out_fraction={datamodule.held_out_fraction}"
             )
         totals: list[torch.Tensor | None] = [None] * len(objectives)
         for batch in loader:

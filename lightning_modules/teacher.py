@@ -43,6 +43,18 @@ class TeacherModule(TaskModule):
         self.save_init_args()
         self.model = model
 
+        self.held_out_digest: str | None = None
+        """Fingerprint of the training videos this model was trained without (`held_out_fraction`
+        of the data), read back from its checkpoint; None when it trained on all of them."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a student fitting held-out teacher weights checks that its teachers never saw them
+        datamodule = self.trainer.datamodule
+        checkpoint["held_out_digest"] = getattr(datamodule, "held_out_digest", None)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.held_out_digest = checkpoint.get("held_out_digest")
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         output = self(batch)
         losses = self.task.loss(output, batch)

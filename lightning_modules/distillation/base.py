@@ -58,8 +58,8 @@ class Objective(nn.Module):
     needs_held_out_split: bool = False
     """True for an objective that must see the frozen teachers on held-out data before training
     (Radevski et al.'s held-out weighting): the DistillModule then sums its
-    `held_out_statistics(teachers, batch)` over the validation split and every rank, and hands
-    the total to `fit_held_out(statistics, teacher_names)` when training starts."""
+    `held_out_statistics(teachers, batch)` over the held-out training videos and every rank,
+    and hands the total to `fit_held_out(statistics, teacher_names)` when training starts."""
 
     def __init__(self, name: str, weight: float = 1.0, teachers: list[str] | None = None) -> None:
         super().__init__()

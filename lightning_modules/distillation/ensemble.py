@@ -9,10 +9,12 @@ head such as `verb`/`noun`), with weights that are fixed, never learned:
 - `per_sample`: for each sample, the softmin over teachers of each teacher's cross-entropy on
   the sample's label (a teacher that is right about this sample counts more);
 - `held_out`: one vector per run from data no teacher trained on. Given in the config
-  (`weights`), or fitted by the DistillModule when training starts: the frozen teachers run
-  once over the validation split and their cross-entropies give the vector by the rule of
-  `held_out_weights` (our choice of split: the authors hold out part of the training set;
-  ours needs no second teacher training and leaves the test split untouched).
+  (`weights`), or fitted by the DistillModule when training starts: as the authors do, a part
+  of the training set is held out from teacher training (`data.init_args.held_out_fraction`,
+  the same for the teachers and the student); the frozen teachers run once over it and their
+  cross-entropies give the vector by the rule of `held_out_weights`. Validation and test stay
+  untouched, which matters where the validation set is the reported one (EPIC-KITCHENS-100,
+  Something-Something V2).
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ class EnsembleLogitKD(Objective):
     Args:
         weighting: `uniform`, `per_sample` (reads `batch["targets"]["clip"]`) or `held_out`.
         weights: teacher name -> weight, for `held_out` only; without it the DistillModule
-            fits the vector on the validation split when training starts.
+            fits the vector on the held-out training videos when training starts.
         temperature: softmax temperature T.
         teachers: the teachers in the ensemble (default: all).
     Reads `logits` of the student and of every teacher.
@@ -223,7 +225,7 @@ class EnsembleLogitKD(Objective):
         if self.weighting == "held_out" and self.weights is None:
             raise RuntimeError(
                 f"objective {self.name!r}: the held-out weights are not fitted yet. The "
-                "DistillModule fits them on the validation split when training starts; "
+                "DistillModule fits them on the held-out training videos when training starts; "
                 "elsewhere, pass `weights` (computed with `held_out_weights`)"
             )
         labels = batch["targets"]["clip"] if self.weighting == "per_sample" else None
