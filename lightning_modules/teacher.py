@@ -42,7 +42,6 @@ class TeacherModule(TaskModule):
         super().__init__(task, lr, weight_decay, warmup_epochs, schedule, predictions_dir)
         self.save_init_args()
         self.model = model
-
         self.held_out_digest: str | None = None
         """Fingerprint of the training videos this model was trained without (`held_out_fraction`
         of the data), read back from its checkpoint; None when it trained on all of them."""
