@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from lightning_modules.distill import DistillModule
-from tests.cli_helpers import CONFIGS, FEATURES, quiet_features_run, with_base
+from tests.cli_helpers import CONFIGS, FEATURES, quiet_features_run, tiny, with_base
 from tests.data_helpers import tiny_benchmark, with_random_features
 from tests.test_teacher import CONSOLE_SCRIPT, cli
 
@@ -104,6 +104,50 @@ def test_bf16_mixed_distillation_has_finite_fp32_terms(
                   "--trainer.max_steps=2", "--trainer.precision=bf16-mixed")  # fmt: skip
     built.trainer.fit(built.model, built.datamodule)
     assert all(torch.isfinite(v) for k, v in built.trainer.callback_metrics.items() if "train" in k)
+
+
+def test_frame_level_student_trains_its_backbone_with_frozen_teachers(tmp_path_factory) -> None:
+    """configs/distill/dense_dai21.yaml on frames: flow and pose teachers of one step, then two
+    student steps. The teachers stay bit-identical, the RGB backbone itself learns (what the
+    feature-level students cannot), and the student checkpoint holds no teacher tensor."""
+    bench = tiny_benchmark(tmp_path_factory)
+    frames = ["--config", str(CONFIGS / "data" / "synthetic.yaml")]
+    size = ["--data.init_args.modalities.rgb.init_args.size", "32"]
+    checkpoints = {}
+    for modality in ("flow", "pose"):
+        runs = tmp_path_factory.mktemp(f"frame_teacher_{modality}")
+        config = CONFIGS / "teacher" / f"dense_{modality}.yaml"
+        built = cli([*frames, "--config", str(config), *tiny(bench, runs), "--trainer.max_steps=1"])
+        built.trainer.fit(built.model, built.datamodule)
+        checkpoints[modality] = runs / f"{modality}.ckpt"
+        built.trainer.save_checkpoint(checkpoints[modality])
+
+    runs = tmp_path_factory.mktemp("frame_student")
+    built = cli([
+        *frames, "--config", str(CONFIGS / "distill" / "dense_dai21.yaml"), *tiny(bench, runs),
+        *size, "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
+        *(f"--model.init_args.teachers.{name}={path}" for name, path in checkpoints.items()),
+    ])  # fmt: skip
+    module: DistillModule = built.model
+    teachers = {
+        n: {k: v.clone() for k, v in t.state_dict().items()} for n, t in module.teachers.items()
+    }
+    backbone = {k: v.clone() for k, v in module.model.encoder.state_dict().items()}
+    built.trainer.fit(module, built.datamodule)
+
+    assert set(module.teachers) == {"flow", "pose"}
+    for name, teacher in module.teachers.items():
+        for key, value in teacher.state_dict().items():
+            assert torch.equal(value, teachers[name][key]), f"teacher {name} changed: {key}"
+    moved = [
+        k for k, v in module.model.encoder.state_dict().items() if not torch.equal(v, backbone[k])
+    ]
+    assert any(k.startswith("stem.") for k in moved), moved
+    for objective in module.objectives:
+        assert torch.isfinite(built.trainer.callback_metrics[f"train/{objective.name}"])
+    built.trainer.save_checkpoint(runs / "student.ckpt")
+    state = torch.load(runs / "student.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert all(k.startswith(("model.", "objectives.")) for k in state), sorted(state)[:5]
 
 
 def test_missing_teacher_checkpoint_names_the_fix(feature_bench: Path, tmp_path: Path) -> None:

@@ -26,12 +26,12 @@ TABLE_KEYS = {"table", "title", "data", "seeds", "rows"}
 NOTEBOOKS = {
     "dai21_augmented_rgb": (
         "dai21_dense",
-        ["class_ap", "timeline", "losses", "baselines"],
+        ["class_ap", "timeline", "losses", "baselines", "frames"],
         "late_fusion-rgb+flow-seed0.npz",
     ),
     "lee23_decomposed": (
         "lee23_segments",
-        ["tiou", "class_ap", "timeline", "ablations"],
+        ["tiou", "class_ap", "timeline", "ablations", "frames"],
         None,
     ),
     "radevski_multimodal_teachers": (

@@ -12,6 +12,7 @@ import yaml
 
 from lightning_modules.reproduce.recipe import RECIPES, RecipeError, load_recipe
 from lightning_modules.reproduce.results import markdown, summarise
+from lightning_modules.reproduce.runner import TableRunner
 from tests.test_teacher import CONSOLE_SCRIPT
 
 RESULT_KEYS = {"row", "label", "method", "inference_modalities", "metrics", "paper"}
@@ -63,6 +64,25 @@ ROW = {"name": "rgb", "fit": ["teacher/dense_features_rgb.yaml"]}
 def test_bad_recipes_name_the_problem(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
         load_recipe(_write(tmp_path, {**BASE, **change}))
+
+
+def test_data_flag_keeps_the_rows_of_the_tables_data(tmp_path: Path) -> None:
+    """`--data` replaces the table's data config: rows with their own (frames) are left out,
+    and so is nothing a kept row distills from."""
+    dai = load_recipe("dai21_dense")
+    kept = dai.on_table_data()
+    frames = {row.name for row in dai.rows if row.data}
+    assert frames == {"rgb_frames", "flow_frames", "pose_frames", "dai_frames"}
+    assert [row.name for row in kept.rows] == [r.name for r in dai.rows if r.name not in frames]
+    data = tmp_path / "real.yaml"
+    data.write_text("data: {}\n")
+    assert TableRunner(dai, tmp_path / "out", str(data)).recipe.rows == kept.rows
+    own = {"data": "data/synthetic.yaml"}
+    borrowed = {"rows": [{**ROW, **own}, {**ROW, "name": "s", "teachers": {"flow": "rgb"}}]}
+    with pytest.raises(RecipeError, match=r"row s distills from \['rgb'\]"):
+        load_recipe(_write(tmp_path, {**BASE, **borrowed})).on_table_data()
+    with pytest.raises(RecipeError, match="every row names its own data config"):
+        load_recipe(_write(tmp_path, {**BASE, "rows": [{**ROW, **own}]})).on_table_data()
 
 
 def test_unknown_table_lists_the_known_ones() -> None:

@@ -49,6 +49,10 @@ def main(argv: list[str]) -> int:
             recipe = dataclasses.replace(recipe, seeds=args.seeds)
         out = args.out or Path("outputs") / (recipe.table + ("-smoke" if args.smoke else ""))
         runner = TableRunner(recipe, out, args.data)
+        left_out = [row.name for row in recipe.rows if row not in runner.recipe.rows]
+        if left_out:
+            print(f"{recipe.table}: rows {left_out} keep their own data config: left out")
+        recipe = runner.recipe
         started = time.perf_counter()
         runner.run()
     except (RecipeError, ReproduceError) as error:

@@ -28,7 +28,7 @@ orders rows so teachers come first. Paths are relative to `configs/`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,25 @@ class Recipe:
             if row.name == name:
                 return row
         raise KeyError(name)
+
+    def on_table_data(self) -> Recipe:
+        """The rows that train on the table's data config, which `--data` replaces; rows with a
+        data config of their own (the synthetic frames, another task) are left out."""
+        kept = tuple(row for row in self.rows if not row.data)
+        if not kept:
+            raise RecipeError(
+                f"table {self.table}: every row names its own data config (it mixes tasks or "
+                "trains on the synthetic frames), so --data has no row to replace the data of"
+            )
+        names = {row.name for row in kept}
+        for row in kept:
+            missing = sorted(set(row.teachers.values()) - names)
+            if missing:
+                raise RecipeError(
+                    f"table {self.table}: row {row.name} distills from {missing}, which train on "
+                    "their own data config and are left out with --data"
+                )
+        return replace(self, rows=kept)
 
     def ordered_rows(self) -> list[Row]:
         """Rows with every teacher before the rows that distill from it."""

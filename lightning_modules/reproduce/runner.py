@@ -68,19 +68,15 @@ class TableRunner:
     """Trains and tests what a recipe's rows need, in order, under `out`."""
 
     def __init__(self, recipe: Recipe, out: Path, data: str = SYNTHETIC) -> None:
-        self.recipe = recipe
         self.out = Path(out)
         self.synthetic = data == SYNTHETIC
         self.data_configs = recipe.data if self.synthetic else (Path(data),)
         if not self.synthetic:
             if not Path(data).is_file():
                 raise RecipeError(f"--data {data}: no such data config")
-            mixed = [row.name for row in recipe.rows if row.data]
-            if mixed:
-                raise RecipeError(
-                    f"table {recipe.table} gives rows {mixed} their own data config (it mixes "
-                    "tasks); --data replaces the data of single-task tables only"
-                )
+            recipe = recipe.on_table_data()
+        self.recipe = recipe
+        """The rows this run trains: on `--data`, those of the table's data config only."""
         self.runs = self.out / "runs"
         self.results = self.out / "results"
         self.benchmark = self.out / "data" / SYNTHETIC
