@@ -5,7 +5,7 @@ start from the same mp4 of the synthetic benchmark, decoded with decord as the d
 
 - RGB student: decode -> RGB tensor -> student. The student is a student export
   (`*.student.pt`) loaded with `load_student`: by default the frame-level RGB model of
-  `configs/teacher/dense_rgb.yaml` (a VideoCNN + PDAN, what a distilled dense student runs),
+  `configs/teacher/dense_rgb.yaml` (a VideoCNN + PDAN, the student of dense_dai21.yaml),
   written as an export here, or a trained run's export with `--student`.
 - two-stream: decode -> RGB tensor, and optical flow computed from the decoded frames with our
   OpenCV DIS (`datamodules.flow.compute_flow`, as the benchmark's flow files were made) ->
