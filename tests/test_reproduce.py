@@ -68,7 +68,7 @@ def test_bad_recipes_name_the_problem(tmp_path: Path, change: dict, message: str
 
 def test_data_flag_keeps_the_rows_of_the_tables_data(tmp_path: Path) -> None:
     """`--data` replaces the table's data config: rows with their own (frames) are left out,
-    and so is nothing a kept row distills from."""
+    and a kept row that distills from one of them is refused."""
     dai = load_recipe("dai21_dense")
     kept = dai.on_table_data()
     frames = {row.name for row in dai.rows if row.data}
