@@ -59,22 +59,32 @@ def build(config: Path, root: Path, runs: Path, teachers: dict, *extra: str):
     return cli([*FEATURES, *with_base(config), *quiet_features_run(root, runs), *overrides, *extra])
 
 
+def teacher_states(module: DistillModule) -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of every teacher's tensors, to compare after training."""
+    return {
+        name: {k: v.clone() for k, v in teacher.state_dict().items()}
+        for name, teacher in module.teachers.items()
+    }
+
+
+def assert_teachers_unchanged(module: DistillModule, before: dict) -> None:
+    for name, teacher in module.teachers.items():
+        for key, value in teacher.state_dict().items():
+            assert torch.equal(value, before[name][key]), f"teacher {name} changed: {key}"
+
+
 @pytest.mark.parametrize("config", distill_configs(), ids=lambda p: p.stem)
 def test_distill_config_trains_with_frozen_teachers(
     config: Path, feature_bench: Path, teacher_checkpoints: dict, tmp_path: Path
 ) -> None:
     built = build(config, feature_bench, tmp_path, teacher_checkpoints, "--trainer.max_steps=3")
     module: DistillModule = built.model
-    frozen = {
-        name: {k: v.clone() for k, v in teacher.state_dict().items()}
-        for name, teacher in module.teachers.items()
-    }
+    frozen = teacher_states(module)
     built.trainer.fit(module, built.datamodule)
 
-    for name, teacher in module.teachers.items():
+    assert_teachers_unchanged(module, frozen)
+    for teacher in module.teachers.values():
         assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-        for key, value in teacher.state_dict().items():
-            assert torch.equal(value, frozen[name][key]), f"teacher {name} changed: {key}"
     optimised = {
         id(p) for group in built.trainer.optimizers[0].param_groups for p in group["params"]
     }
@@ -129,16 +139,12 @@ def test_frame_level_student_trains_its_backbone_with_frozen_teachers(tmp_path_f
         *(f"--model.init_args.teachers.{name}={path}" for name, path in checkpoints.items()),
     ])  # fmt: skip
     module: DistillModule = built.model
-    teachers = {
-        n: {k: v.clone() for k, v in t.state_dict().items()} for n, t in module.teachers.items()
-    }
+    frozen = teacher_states(module)
     backbone = {k: v.clone() for k, v in module.model.encoder.state_dict().items()}
     built.trainer.fit(module, built.datamodule)
 
     assert set(module.teachers) == {"flow", "pose"}
-    for name, teacher in module.teachers.items():
-        for key, value in teacher.state_dict().items():
-            assert torch.equal(value, teachers[name][key]), f"teacher {name} changed: {key}"
+    assert_teachers_unchanged(module, frozen)
     moved = [
         k for k, v in module.model.encoder.state_dict().items() if not torch.equal(v, backbone[k])
     ]
