@@ -10,6 +10,9 @@ they stop it only when a subset is left empty), else 0.
 
 When the annotations cannot be read at all (an unknown label, a malformed line), the files are
 still checked: the videos are then found by listing the first modality's files.
+
+The check never writes. With a `synthetic:` block whose benchmark is not (yet) under `root`, it
+says what `fit` would do there (generate it, or refuse the folder) instead of generating it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from datamodules.annotations import AnnotationError, VideoRecord
 from datamodules.datamodule import MultimodalDataModule, SubsetReport
 from datamodules.sources.base import DataError, Problem
+from datamodules.synthetic.generator import SyntheticConfig, root_problem
 
 # top-level keys of a LightningCLI config that data-check reads past
 _OTHER_KEYS = ("seed_everything", "trainer", "model", "optimizer", "lr_scheduler", "ckpt_path")
@@ -50,6 +54,20 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str]) -> int:
     parser = build_parser()
     config = parser.parse_args(argv)
+    data_args = config.data.init_args
+    if data_args.get("synthetic") is not None:
+        synthetic = SyntheticConfig(**vars(data_args.synthetic))
+        problem = root_problem(data_args.root, synthetic)
+        if problem is not None:
+            print(
+                f"data-check: {problem}. The pre-flight check writes nothing. Fix: generate it "
+                f"with `crossdistill synthetic --out {data_args.root}` and the options of the "
+                "config's `synthetic:` block (fit and test generate it themselves, into an empty "
+                "folder or over a synthetic benchmark they made)",
+                file=sys.stderr,
+            )
+            return 1
+        data_args.synthetic = None  # complete: read it as it is
     try:
         datamodule = parser.instantiate(config).data
     except DataError as err:

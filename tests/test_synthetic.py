@@ -15,7 +15,7 @@ import pytest
 from datamodules.flow import dequantize_flow
 from datamodules.synthetic import SyntheticConfig, generate_benchmark
 from datamodules.synthetic.actions import CLASS_NAMES, JOINTS
-from datamodules.synthetic.generator import SUBSETS
+from datamodules.synthetic.generator import SUBSETS, BenchmarkRootError
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")
 SMALL = SyntheticConfig(videos=8, seed=5, min_duration=10.0, max_duration=16.0)
@@ -77,7 +77,7 @@ def test_rerun_reuses_complete_benchmark_and_refuses_foreign_folder(tmp_path: Pa
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a synthetic benchmark"):
+    with pytest.raises(BenchmarkRootError, match="holds no synthetic benchmark"):
         generate_benchmark(foreign, SyntheticConfig(videos=3))
     assert (foreign / "thesis.tex").read_text() == "keep me"
 

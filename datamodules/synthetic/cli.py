@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
 from datamodules.synthetic.generator import (
+    SUMMARY,
+    BenchmarkRootError,
     SyntheticConfig,
     generate_benchmark,
     is_complete,
@@ -20,7 +23,8 @@ def build_parser() -> ArgumentParser:
         prog="crossdistill synthetic",
         description="Generate the synthetic multimodal benchmark (mp4 RGB, flow, pose, boxes, "
         "ActivityNet JSON and Charades CSV annotations). Reuses a complete benchmark generated "
-        "from the same options.",
+        "from the same options; writes only into an empty folder or over a benchmark it made "
+        "itself, and never deletes files it did not write.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_class_arguments(SyntheticConfig, nested_key=None, as_group=False)
@@ -33,13 +37,17 @@ def main(argv: list[str]) -> int:
     out: Path = args.pop("out")
     workers = args.pop("workers")
     config = SyntheticConfig(**args.as_dict())
-    summary_path = out / "summary.md"
+    summary_path = out / SUMMARY
     if is_complete(out, config) and summary_path.is_file():
         print(f"Synthetic benchmark already complete in {out} (same options); reusing it.\n")
         print(summary_path.read_text())
         return 0
     start = time.perf_counter()
-    records = generate_benchmark(out, config, workers)
+    try:
+        records = generate_benchmark(out, config, workers)
+    except BenchmarkRootError as err:
+        print(f"crossdistill synthetic: {err}", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - start
     summary = summarize(records, config.fps)
     summary += f"\n\nGenerated {len(records)} videos in {elapsed:.1f} s.\n"

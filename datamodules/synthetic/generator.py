@@ -14,7 +14,12 @@ Layout under the output folder (every path is also listed in `benchmark.json`):
 
 Each video is generated from its own seed (`SeedSequence([seed, index])`), so the bytes do not
 depend on the number of worker processes. `benchmark.json` is written last: its presence means
-the benchmark is complete.
+the benchmark is complete; `benchmark.partial.json` is written first and removed at the end.
+
+The generator never deletes a folder. It writes into an empty folder, or over a benchmark it
+made itself (recognised by one of those two records), and then removes only the files that
+benchmark's own records say it wrote. A folder holding anything else (a real dataset, features
+extracted from an earlier benchmark, a thesis) is refused with the fix, and nothing is written.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -32,6 +36,8 @@ import numpy as np
 
 from datamodules.annotations import Segment, VideoRecord
 from datamodules.flow import FLOW_BOUND_PX, compute_flow, quantize_flow
+from datamodules.sources.base import DataError
+from datamodules.sources.integrity import write_json_atomic
 from datamodules.synthetic.actions import (
     ACTIONS,
     BONES,
@@ -49,6 +55,8 @@ GENERATOR_VERSION = 2
 SUBSETS = ("training", "validation", "testing")
 SUBSET_FRACTIONS = (0.6, 0.2, 0.2)
 MANIFEST = "benchmark.json"
+PARTIAL = "benchmark.partial.json"
+SUMMARY = "summary.md"
 MODALITY_PATHS = {
     "rgb": "videos/{video_id}.mp4",
     "flow": "flow/{video_id}.mp4",
@@ -279,35 +287,131 @@ def manifest(config: SyntheticConfig, records: list[VideoRecord]) -> dict:
     }
 
 
+class BenchmarkRootError(DataError):
+    """A folder the synthetic generator will not write into; nothing was written or deleted."""
+
+
 def is_complete(root: Path, config: SyntheticConfig) -> bool:
     """True when `root` holds a finished benchmark generated from exactly this config."""
-    path = root / MANIFEST
-    if not path.is_file():
-        return False
-    written = json.loads(path.read_text())
-    if written.get("generator_version") != GENERATOR_VERSION or written.get("config") != asdict(
-        config
-    ):
-        return False
-    return all(
-        (root / t.format(video_id=v)).is_file()
+    return root_problem(root, config) is None
+
+
+def root_problem(root: Path, config: SyntheticConfig) -> str | None:
+    """Why `root` does not hold the finished benchmark of `config` (`None` when it does).
+
+    Reads only: the pre-flight check uses it to say what `fit` would have to generate.
+    """
+    root = Path(root)
+    if not root.exists() or not any(root.iterdir()):
+        return f"{root} is empty or missing: the benchmark has not been generated yet"
+    written = _own_record(root)
+    if written is None:
+        return f"{root} holds files but no synthetic benchmark ({MANIFEST} of the generator)"
+    if not (root / MANIFEST).is_file():
+        return f"{root} holds a synthetic benchmark whose generation was interrupted"
+    changed = _changed_options(written, config)
+    if changed:
+        return f"{root} holds a synthetic benchmark generated with other options ({changed})"
+    missing = [
+        path
         for v in video_ids(config)
         for t in MODALITY_PATHS.values()
-    )
+        if not (path := root / t.format(video_id=v)).is_file()
+    ]
+    if missing:
+        return f"{root}: {len(missing)} files of the benchmark are missing (e.g. {missing[0]})"
+    return None
+
+
+def _own_record(root: Path) -> dict | None:
+    """The manifest (or in-progress record) the generator wrote in `root`, if any."""
+    for name in (MANIFEST, PARTIAL):
+        path = root / name
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if isinstance(record, dict) and isinstance(record.get("config"), dict):
+            if "generator_version" in record:
+                return record
+    return None
+
+
+def _changed_options(record: dict, config: SyntheticConfig) -> str:
+    """`name: old -> new` for each option that differs ('' when the record matches `config`)."""
+    wanted = asdict(config)
+    written = record["config"]
+    changes = [
+        f"{key}: {written.get(key)!r} -> {value!r}"
+        for key, value in wanted.items()
+        if written.get(key) != value
+    ]
+    if record.get("generator_version") != GENERATOR_VERSION:
+        changes.append(
+            f"generator version {record.get('generator_version')} -> {GENERATOR_VERSION}"
+        )
+    return ", ".join(changes)
+
+
+def _own_files(videos: int) -> set[str]:
+    """Paths (relative to the root) of every file a benchmark of `videos` videos writes."""
+    files = {MANIFEST, PARTIAL, SUMMARY, "annotations/activitynet.json"}
+    files |= {f"annotations/charades_{subset}.csv" for subset in SUBSETS}
+    files.add("annotations/charades_classes.txt")
+    ids = [f"syn_{index:04d}" for index in range(videos)]
+    files |= {t.format(video_id=v) for v in ids for t in MODALITY_PATHS.values()}
+    return files
+
+
+def claim_root(root: Path, config: SyntheticConfig) -> None:
+    """Make `root` ready for generating `config`, deleting only files a benchmark of ours wrote.
+
+    Raises `BenchmarkRootError` (and touches nothing) for a folder that is not empty and is not
+    a benchmark of ours, or that also holds files the generator did not write.
+    """
+    root = Path(root)
+    if not root.exists() or not any(root.iterdir()):
+        return
+    record = _own_record(root)
+    if record is None:
+        raise BenchmarkRootError(
+            f"{root} is not empty and holds no synthetic benchmark written by the generator (no "
+            f"{MANIFEST} of ours); nothing was written or deleted. Fix: point the synthetic "
+            "benchmark's root (--out, or data.init_args.root) at an empty or new folder; for a "
+            "real dataset use a data config without a `synthetic:` block"
+        )
+    ours = _own_files(int(record["config"].get("videos", 0)))
+    files = [p for p in sorted(root.rglob("*")) if not p.is_dir()]
+    foreign = [p for p in files if p.relative_to(root).as_posix() not in ours]
+    if foreign:
+        changed = _changed_options(record, config) or "the same options, unfinished"
+        shown = ", ".join(str(p.relative_to(root)) for p in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise BenchmarkRootError(
+            f"{root} holds a synthetic benchmark ({changed}) and also {len(foreign)} files the "
+            f"generator did not write ({shown}{more}): regenerating would leave them describing "
+            "another benchmark, so nothing was written or deleted. Fix: use another folder for "
+            "these options, or move those files out first"
+        )
+    for path in files:
+        path.unlink()
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def generate_benchmark(
     root: Path, config: SyntheticConfig, workers: int | None = None
 ) -> list[VideoRecord]:
-    """Write the whole benchmark under `root` (replacing an earlier synthetic benchmark there)."""
+    """Write the whole benchmark under `root`: an empty folder or an earlier benchmark of ours
+    (see `claim_root`)."""
     root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        if not (root / MANIFEST).is_file() and not (root / "annotations").is_dir():
-            raise FileExistsError(
-                f"{root} exists and is not a synthetic benchmark; choose an empty --out folder"
-            )
-        shutil.rmtree(root)
-    (root / "annotations").mkdir(parents=True)
+    claim_root(root, config)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    in_progress = {"generator_version": GENERATOR_VERSION, "config": asdict(config)}
+    write_json_atomic(root / PARTIAL, in_progress)
     workers = workers or min(os.cpu_count() or 1, config.videos)
     indices = range(config.videos)
     if workers == 1:
@@ -320,7 +424,8 @@ def generate_benchmark(
     records = _records(config, entries)
     write_activitynet(root / "annotations" / "activitynet.json", records)
     write_charades(root / "annotations", records, {e["video_id"]: e["objects"] for e in entries})
-    (root / MANIFEST).write_text(json.dumps(manifest(config, records), indent=1))
+    write_json_atomic(root / MANIFEST, manifest(config, records))
+    (root / PARTIAL).unlink()
     return records
 
 
