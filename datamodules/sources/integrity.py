@@ -37,7 +37,8 @@ def file_digest(path: Path) -> str:
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write `path` through a temporary file in its folder, then `os.replace` it into place."""
+    """Write `path` through a fsynced temporary file in its folder, then `os.replace` it into
+    place and fsync the folder (so that the new name survives a crash right after)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
     try:
@@ -49,6 +50,20 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some filesystems refuse fsync on a folder; the rename is done either way
+    finally:
+        os.close(descriptor)
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Models and datamodules are chosen by `class_path` in YAML (subclass mode); configs compose in
 order (`--config a.yaml --config b.yaml`, then `--key value` flags, later wins). On top of
 LightningCLI, every command gets a run directory (see `runs.directory`): the loggers write there,
-`fit` keeps `checkpoints/last.ckpt` and `checkpoints/best.ckpt` there, and `RunRecorder` writes
+`fit` keeps `checkpoints/last.ckpt` and `checkpoints/best.ckpt` there (written atomically beside
+themselves by `RunCheckpointIO`, whatever the filesystem), and `RunRecorder` writes
 the resolved `config.yaml` and `run_meta.json` into it. Every `fit` also gets `Preemption`
 (random state in checkpoints, a clean stop on SIGTERM/SIGUSR1 with exit status 75, exact resume)
 and `NonFiniteGuard` (`--nan_guard stop|skip|off`).
@@ -24,6 +25,7 @@ import warnings
 from typing import Any, Literal
 
 from jsonargparse import Namespace
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
@@ -31,6 +33,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_modules.runs.callbacks import RunCheckpoint, RunRecorder
+from lightning_modules.runs.checkpoint_io import RunCheckpointIO
 from lightning_modules.runs.directory import (
     CHECKPOINTS,
     META_FILE,
@@ -134,9 +137,12 @@ class CrossdistillCLI(LightningCLI):
         nan_guard = self.config[str(self.subcommand)].get("nan_guard", "stop")
         if nan_guard != "off":
             callbacks.append(NonFiniteGuard(nan_guard))
-        return super().instantiate_trainer(
+        trainer = super().instantiate_trainer(
             default_root_dir=str(self.location.stage_dir), callbacks=callbacks, **kwargs
         )
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
+            trainer.strategy.checkpoint_io = RunCheckpointIO()
+        return trainer
 
 
 def _place_loggers(loggers: Any, location: RunLocation, wandb_id: str | None) -> Any:

@@ -24,7 +24,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lightning_modules.runs.directory import RunLocation
+from datamodules.sources.integrity import write_atomic
+from lightning_modules.runs.directory import RunDirError, RunLocation
 
 PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "wandb", "numpy", "jsonargparse")
 MANIFEST = "benchmark.json"
@@ -58,16 +59,28 @@ def collect_meta(
 
 
 def write_meta(path: Path, meta: dict[str, Any]) -> None:
-    """Write `meta`, keeping the entries of earlier commands on the same folder (resumed fits)."""
+    """Write `meta` atomically (a full disk or a kill leaves the previous file whole), keeping
+    the entries of earlier commands on the same folder (resumed fits)."""
     history: list[dict[str, Any]] = []
-    if path.is_file():
-        previous = json.loads(path.read_text())
+    previous = read_meta(path)
+    if previous is not None:
         history = [*previous.pop("history", []), previous]
-    path.write_text(json.dumps({**meta, "history": history}, indent=2, default=str) + "\n")
+    text = json.dumps({**meta, "history": history}, indent=2, default=str) + "\n"
+    write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
 def read_meta(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The recorded metadata, `None` when there is none; a damaged file is named with the fix."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RunDirError(
+            f"{path} is damaged ({err}): it was cut off by an earlier version that rewrote it in "
+            "place. Fix: move it away (the run's config.yaml and checkpoints are enough to "
+            "resume; the file's history of earlier commands is lost)"
+        ) from err
 
 
 def git_state(folder: Path) -> dict[str, Any]:
