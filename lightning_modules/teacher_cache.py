@@ -67,7 +67,7 @@ from datamodules.sources.integrity import DIGEST, file_digest, save_npy_atomic, 
 from datamodules.sources.teacher_cache import MANIFEST, TeacherCacheSource, read_manifest
 from datamodules.transforms import Augment, JointTransform
 from lightning_modules.models.encoder import ModalityEncoder
-from lightning_modules.models.outputs import ModelOutput
+from lightning_modules.models.outputs import EMBEDDINGS_TAP, ModelOutput
 
 FORMAT = 1
 """Version of the cache layout; a cache of another format is stale."""
@@ -97,8 +97,9 @@ def teacher_modalities(model: nn.Module) -> list[str]:
 
 
 def objective_taps(objectives: Iterable[nn.Module]) -> list[str]:
-    """The teacher taps the objectives read (their `tap` option)."""
-    return sorted({tap for o in objectives if (tap := getattr(o, "tap", None)) is not None})
+    """The teacher taps the objectives read (their `tap` option; embeddings are always stored)."""
+    taps = {getattr(o, "tap", None) for o in objectives}
+    return sorted(tap for tap in taps if tap is not None and tap != EMBEDDINGS_TAP)
 
 
 # the key

@@ -74,7 +74,10 @@ def test_every_checkpoint_of_a_fit_has_its_student_export(runs: Path) -> None:
         assert export["format_version"] == FORMAT_VERSION
         assert export["modalities"] == ["rgb"] and export["dropped_modules"] == []
         assert export["model"]["class_path"] == "lightning_modules.models.ActionModel"
-        assert export["task"] == DENSE_TASK and len(export["class_names"]) == 8
+        assert (
+            export["task"] == {**DENSE_TASK, "init_args": {"reduction": "pdan"}}
+            and len(export["class_names"]) == 8
+        )
         assert export["trained_with"]["module"] == "lightning_modules.distill.DistillModule"
         assert export["trained_with"]["checkpoint"] == f"{name}.ckpt"
         state = checkpoint_state(folder / f"{name}.ckpt")

@@ -80,7 +80,7 @@ def online_and_cached(bench: Path, tmp: Path, checkpoint: Path):
     """An online DistillModule whose data loads flow, and the same run cached: the batch holds
     flow and the cache, so both modes see the same windows."""
     online = cli(distill_args(bench, tmp, checkpoint, *WHOLE, "--data.init_args.augment=null"))
-    build_flow_cache(online.datamodule, checkpoint, tmp / "cache" / "flow", taps=["block4"])
+    build_flow_cache(online.datamodule, checkpoint, tmp / "cache" / "flow", taps=["head"])
     online.datamodule.setup("fit")
     cached = DistillModule(
         online.model.model, online.model.task, {"flow": str(checkpoint)},
@@ -104,7 +104,7 @@ def test_cached_outputs_equal_online_outputs_on_the_same_windows(
     for name, a, b in [
         ("embeddings", expected.embeddings, got.embeddings),
         ("logits", expected.logits, got.logits),
-        ("block4", expected.taps["block4"], got.taps["block4"]),
+        ("head", expected.taps["head"], got.taps["head"]),
     ]:
         torch.testing.assert_close(b * keep, a * keep, rtol=1e-4, atol=1e-5, msg=name)
 
@@ -133,12 +133,12 @@ def test_cache_teachers_then_cached_fit_from_the_smoke_config(
     manifest = json.loads((tmp_path / "cache" / "flow" / "manifest.json").read_text())
     database = json.loads((bench / "annotations" / "activitynet.json").read_text())["database"]
     assert sorted(manifest["videos"]) == sorted(database)
-    assert [f for f, _ in manifest["layout"]] == ["embeddings", "logits"]
+    assert [f for f, _ in manifest["layout"]] == ["embeddings", "logits", "taps.head"]
     assert manifest["modalities"] == {"flow": "flow"} and manifest["stride"] == pytest.approx(0.1)
     for video_id, entry in manifest["videos"].items():
         rows = np.load(tmp_path / "cache" / "flow" / f"{video_id}.npy")
         steps = round(database[video_id]["duration"] * 10)
-        assert rows.shape == (steps, 40) and entry["steps"] == steps
+        assert rows.shape == (steps, 32 + 8 + 32) and entry["steps"] == steps
     assert main(args) == 0
     assert "up to date" in capsys.readouterr().out
 

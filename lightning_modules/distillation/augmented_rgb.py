@@ -3,9 +3,10 @@ Knowledge Distillation for Action Detection", ICCV 2021): three KD terms on the 
 features of a dense detector, from flow and pose teachers to the RGB student.
 
 The paper names the terms (atomic, global, boundary); their exact forms are our choices, the
-defaults of `../shared/METHODS.md`. Each reads `embeddings` (the detection head's input) or, with
-`tap`, a named intermediate tensor, and respects the mask. Several teachers: the term is
-averaged over them.
+defaults of `../shared/METHODS.md`. Each reads the detection head's last temporal block (tap
+`head`, what the paper distils, so that the KD gradient trains the head) or, with `tap`, another
+named tensor (`embeddings` for the head's input), and respects the mask. Several teachers: the
+term is averaged over them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from lightning_modules.distillation.base import (
     mean_over_videos,
     paired_features,
 )
-from lightning_modules.models.outputs import ModelOutput
+from lightning_modules.models.outputs import HEAD_TAP, ModelOutput
 
 
 def pool_windows(x: Tensor, mask: Tensor, window: int) -> tuple[Tensor, Tensor]:
@@ -54,12 +55,13 @@ class AtomicContrastive(PairwiseObjective):
     The projections are learnable (the DistillModule optimises them); one pair per teacher.
 
     Args:
-        student_channels: width of the student tensor read (embeddings or `tap`).
+        student_channels: width of the student tensor read (`tap`).
         teacher_channels: teacher name -> width of its tensor; the keys are the teachers used.
         projection_dim: output width of the projections (128 in METHODS.md).
         temperature: InfoNCE temperature τ.
         window: steps pooled into one unit (1 = snippets).
-        tap: read `taps[tap]` instead of `embeddings`.
+        tap: the representation read: `head` (the head's last block, default), another tap
+            (`block1`, `level2`), or `embeddings` (the head's input).
     """
 
     def __init__(
@@ -69,7 +71,7 @@ class AtomicContrastive(PairwiseObjective):
         projection_dim: int = 128,
         temperature: float = 0.1,
         window: int = 1,
-        tap: str | None = None,
+        tap: str = HEAD_TAP,
         name: str = "atomic",
         weight: float = 1.0,
     ) -> None:
@@ -125,7 +127,7 @@ class GlobalRelation(PairwiseObjective):
     def __init__(
         self,
         relation: Literal["time", "channel"] = "time",
-        tap: str | None = None,
+        tap: str = HEAD_TAP,
         teachers: list[str] | None = None,
         name: str = "global_relation",
         weight: float = 1.0,
@@ -174,7 +176,7 @@ class BoundarySaliency(PairwiseObjective):
     def __init__(
         self,
         temperature: float = 0.1,
-        tap: str | None = None,
+        tap: str = HEAD_TAP,
         teachers: list[str] | None = None,
         name: str = "boundary",
         weight: float = 1.0,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.models.outputs import ModelOutput
+from lightning_modules.models.outputs import EMBEDDINGS_TAP, HEAD_TAP, ModelOutput
 
 Teachers = Mapping[str, ModelOutput]
 
@@ -109,14 +109,15 @@ class PairwiseObjective(Objective):
         raise NotImplementedError
 
 
-def features(output: ModelOutput, tap: str | None = None) -> tuple[Tensor, Tensor]:
-    """`(B, C, L)` float32 features and their `(B, L)` mask: the embeddings, or `taps[tap]`.
+def features(output: ModelOutput, tap: str = HEAD_TAP) -> tuple[Tensor, Tensor]:
+    """`(B, C, L)` float32 features and their `(B, L)` mask: `taps[tap]`, or the embeddings
+    for `tap="embeddings"`.
 
     A tap on the grid uses the batch mask; a pyramid level tap (`level{l}` of a segment
     head) uses that level's part of `extras["point_mask"]`; a pooled `(B, C)` tap is one valid
     step per sample.
     """
-    if tap is None:
+    if tap == EMBEDDINGS_TAP:
         return output.embeddings.float(), output.mask
     if tap not in output.taps:
         raise KeyError(f"no tap {tap!r} in the model's outputs; it has {sorted(output.taps)}")
@@ -136,7 +137,7 @@ def features(output: ModelOutput, tap: str | None = None) -> tuple[Tensor, Tenso
 
 
 def paired_features(
-    student: ModelOutput, teacher: ModelOutput, tap: str | None
+    student: ModelOutput, teacher: ModelOutput, tap: str
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Student features, teacher features and the student's mask, checked to share a grid."""
     x, mask = features(student, tap)

@@ -21,7 +21,7 @@ from lightning_modules.distillation.base import (
     softmax_kd,
 )
 from lightning_modules.models.layers import masked_mean
-from lightning_modules.models.outputs import ModelOutput
+from lightning_modules.models.outputs import HEAD_TAP, ModelOutput
 
 
 class LogitKD(PairwiseObjective):
@@ -62,17 +62,18 @@ class FitNet(PairwiseObjective):
     convolution maps the student's features to the teacher's width, then masked MSE.
 
     Args:
-        student_channels: width of the student tensor read (embeddings or `tap`).
+        student_channels: width of the student tensor read (`tap`).
         teacher_channels: teacher name -> width of its tensor; the keys are the teachers used,
             one adapter each (learnable: the DistillModule optimises them).
-        tap: read `taps[tap]` of both models instead of `embeddings`.
+        tap: the representation read in both models: `head` (the head's last block, default),
+            another tap, or `embeddings` (the head's input).
     """
 
     def __init__(
         self,
         student_channels: int,
         teacher_channels: dict[str, int],
-        tap: str | None = None,
+        tap: str = HEAD_TAP,
         name: str = "fitnet",
         weight: float = 1.0,
     ) -> None:
@@ -104,7 +105,7 @@ class AttentionTransfer(PairwiseObjective):
 
     def __init__(
         self,
-        tap: str | None = None,
+        tap: str = HEAD_TAP,
         teachers: list[str] | None = None,
         name: str = "attention_transfer",
         weight: float = 1.0,
@@ -134,7 +135,7 @@ class SimilarityPreserving(PairwiseObjective):
 
     def __init__(
         self,
-        tap: str | None = None,
+        tap: str = HEAD_TAP,
         teachers: list[str] | None = None,
         name: str = "similarity",
         weight: float = 1.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lightning_modules.models.layers import masked_mean
-from lightning_modules.models.outputs import ModelOutput
+from lightning_modules.models.outputs import HEAD_TAP, ModelOutput
 
 
 class ClipHead(nn.Module):
@@ -38,4 +38,6 @@ class ClipHead(nn.Module):
             }
         else:
             logits = self.classify(x)
-        return ModelOutput(embeddings=features, logits=logits, mask=mask, taps={"pooled": pooled})
+        return ModelOutput(
+            embeddings=features, logits=logits, mask=mask, taps={"pooled": pooled, HEAD_TAP: pooled}
+        )

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_modules.models.layers import MaskedConv1d
-from lightning_modules.models.outputs import ModelOutput
+from lightning_modules.models.outputs import HEAD_TAP, ModelOutput
 
 
 class DilatedResidualLayer(nn.Module):
@@ -78,6 +78,7 @@ class MSTCN(nn.Module):
             taps[f"stage{index}"] = hidden
             stage_logits.append(logits)
             x = torch.sigmoid(logits)
+        taps[HEAD_TAP] = hidden
         return ModelOutput(
             embeddings=features,
             logits=stage_logits[-1],

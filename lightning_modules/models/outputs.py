@@ -27,6 +27,11 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+HEAD_TAP = "head"
+"""The tap every head fills with its last representation (what its classifier reads)."""
+EMBEDDINGS_TAP = "embeddings"
+"""The `tap:` value that reads `ModelOutput.embeddings`, the head's input."""
+
 
 @dataclass
 class ModelOutput:
@@ -37,7 +42,12 @@ class ModelOutput:
     logits: task logits, layout per family in the module docstring; a dict per head for
         multi-head clip models.
     taps: named intermediate tensors of the head (`block{i}`, `stage{i}`, `level{i}`, `pooled`)
-        for objectives that imitate something other than the embeddings.
+        for objectives that imitate something other than the embeddings. Every head also names
+        its own last representation `head` (`HEAD_TAP`), what its classifier reads: PDAN's last
+        block, MS-TCN's last stage, the segment head's finest level, the clip head's pooled
+        features. Feature-level objectives read `head` by default (`tap:`), as Dai et al.
+        distil the detection head's last temporal block; `tap: embeddings` reads the head's
+        input instead.
     extras: task-specific tensors the loss or the decoding needs (`stage_logits`, `offsets`,
         `points`, `point_mask`).
     mask: `(B, T)` valid steps of `embeddings` (the batch mask).

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.models.outputs import ModelOutput
+from lightning_modules.models.outputs import HEAD_TAP, ModelOutput
 
 
 def _shift(x: Tensor, offset: int, fill: float | bool) -> Tensor:
@@ -22,31 +22,35 @@ def _shift(x: Tensor, offset: int, fill: float | bool) -> Tensor:
 
 
 class DilatedAttention(nn.Module):
-    """PDAN's dilated attention layer: each channel of step t attends over t−d, t, t+d.
+    """PDAN's dilated attention layer (DAL), as the authors' code computes it.
 
-    The attention is per channel (a softmax over the three positions for every channel), with
-    a learned bias per channel and relative position on the keys. Positions outside the
-    sequence or padded are left out of the softmax, so padding never reaches a valid step.
+    Each channel of step t attends over its keys at t−d, t and t+d: the scores are the
+    per-channel products of query and key, a softmax over the three positions, and the values
+    are the keys plus a learned relative-position vector per channel and position. Query and
+    key are 1x1 convolutions without bias, there is no separate value projection, and positions
+    outside the sequence are zero inputs (keys 0, values the relative term), as the official
+    zero padding makes them. The head masks its input, so a padded step is a zero input too:
+    a valid step's output does not depend on how much padding follows it. Initialisation as
+    the authors: Kaiming normal (fan out) for query and key, standard normal for the relative
+    term.
     """
 
     def __init__(self, channels: int, dilation: int) -> None:
         super().__init__()
         self.dilation = dilation
-        self.query = nn.Conv1d(channels, channels, 1)
-        self.key = nn.Conv1d(channels, channels, 1)
-        self.value = nn.Conv1d(channels, channels, 1)
-        self.relative = nn.Parameter(torch.randn(channels, 3) * 0.02)
+        self.query = nn.Conv1d(channels, channels, 1, bias=False)
+        self.key = nn.Conv1d(channels, channels, 1, bias=False)
+        self.relative = nn.Parameter(torch.empty(3, channels, 1))
+        nn.init.kaiming_normal_(self.query.weight, mode="fan_out")
+        nn.init.kaiming_normal_(self.key.weight, mode="fan_out")
+        nn.init.normal_(self.relative)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        offsets = (-self.dilation, 0, self.dilation)
-        query, key, value = self.query(x), self.key(x), self.value(x)
-        keys = torch.stack([_shift(key, o, 0.0) for o in offsets], dim=-1)
-        values = torch.stack([_shift(value, o, 0.0) for o in offsets], dim=-1)
-        seen = torch.stack([_shift(mask, o, False) for o in offsets], dim=-1)
-        seen[..., 1] = True  # a padded query still sees itself: no all-masked softmax rows
-        scores = query.unsqueeze(-1) * (keys + self.relative[:, None, :])
-        scores = scores.masked_fill(~seen[:, None], float("-inf"))
-        return (scores.softmax(dim=-1) * values).sum(dim=-1)
+    def forward(self, x: Tensor) -> Tensor:
+        query, key = self.query(x), self.key(x)
+        # positions on a leading axis: a softmax over a last axis of size 3 is slow on CPU
+        keys = torch.stack([_shift(key, o, 0.0) for o in (-self.dilation, 0, self.dilation)], 1)
+        weights = (query[:, None] * keys).softmax(dim=1)
+        return (weights * (keys + self.relative)).sum(dim=1)
 
 
 class PDANBlock(nn.Module):
@@ -59,7 +63,7 @@ class PDANBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        out = self.dropout(self.mix(torch.relu(self.attention(x, mask))))
+        out = self.dropout(self.mix(torch.relu(self.attention(x))))
         return (x + out) * mask[:, None].to(x.dtype)
 
 
@@ -93,6 +97,7 @@ class PDAN(nn.Module):
         for index, block in enumerate(self.blocks):
             x = block(x, mask)
             taps[f"block{index}"] = x
+        taps[HEAD_TAP] = x
         logits = self.classify(self.dropout(x)) * keep
         return ModelOutput(
             embeddings=features,

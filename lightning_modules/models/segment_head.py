@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_modules.models.layers import ChannelNorm, MaskedConv1d
-from lightning_modules.models.outputs import ModelOutput
+from lightning_modules.models.outputs import HEAD_TAP, ModelOutput
 
 
 def pyramid_points(lengths: list[int], device: torch.device | None = None) -> Tensor:
@@ -83,6 +83,7 @@ class SegmentHead(nn.Module):
             logits.append(self.classify(x, level_mask))
             offsets.append(F.relu(self.scales[level] * self.regress(x, level_mask)))
             taps[f"level{level}"] = x
+        taps[HEAD_TAP] = taps["level0"]
         return ModelOutput(
             embeddings=features,
             logits=torch.cat(logits, dim=-1),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -20,14 +20,26 @@ class DenseTask(Task):
     The loss is the masked BCE of every stage in `extras["stage_logits"]`, summed over stages
     as MS-TCN does (one stage for PDAN). Predictions are per-step probabilities `(B, K, T)`,
     what `FrameMAP.update(scores, targets, mask, ids)` takes with `targets(batch)`.
+
+    Args:
+        reduction: `pdan` (default) sums the BCE over classes and averages it over valid steps,
+            as the authors' PDAN training does, so that a distillation weight means what it
+            means there; `mean` also averages over classes (K times smaller: with lambda = 1
+            every KD term then weighs K times more against the task loss, 157x on Charades).
     """
 
     main_metric = "frame_mAP"
 
+    def __init__(self, reduction: Literal["pdan", "mean"] = "pdan") -> None:
+        if reduction not in ("pdan", "mean"):
+            raise ValueError(f"reduction must be 'pdan' or 'mean', got {reduction!r}")
+        self.reduction = reduction
+
     def loss(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         targets = self.targets(batch)
         stages = [
-            masked_bce(logits, targets, output.mask) for logits in output.extras["stage_logits"]
+            masked_bce(logits, targets, output.mask, sum_classes=self.reduction == "pdan")
+            for logits in output.extras["stage_logits"]
         ]
         return {"loss": torch.stack(stages).sum()}
 

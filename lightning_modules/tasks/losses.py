@@ -7,11 +7,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def masked_bce(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
-    """Binary cross-entropy of `(B, K, T)` logits, averaged over classes and valid steps."""
+def masked_bce(logits: Tensor, targets: Tensor, mask: Tensor, sum_classes: bool = True) -> Tensor:
+    """Binary cross-entropy of `(B, K, T)` logits over the valid steps: summed over classes and
+    averaged over valid steps (PDAN's normalisation), or with `sum_classes=False` averaged over
+    classes too."""
     loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
     weight = mask[:, None].float().expand_as(loss)
-    return (loss * weight).sum() / weight.sum().clamp(min=1.0)
+    total = (loss * weight).sum() / mask.float().sum().clamp(min=1.0)
+    return total if sum_classes else total / loss.shape[1]
 
 
 def sigmoid_focal_loss(

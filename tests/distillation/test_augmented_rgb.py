@@ -9,12 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.distillation import AtomicContrastive, BoundarySaliency, GlobalRelation
+from lightning_modules.distillation import (
+    AtomicContrastive,
+    AttentionTransfer,
+    BoundarySaliency,
+    FitNet,
+    GlobalRelation,
+    SimilarityPreserving,
+)
 from lightning_modules.models import ModelOutput
 
 
 def output(x: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
-    return ModelOutput(embeddings=x, logits=torch.zeros(x.shape[0], 2, x.shape[-1]), mask=mask)
+    logits = torch.zeros(x.shape[0], 2, x.shape[-1])
+    return ModelOutput(embeddings=x, logits=logits, mask=mask, taps={"head": x})
 
 
 MASK = torch.tensor([[True, True, True, True, True], [True, True, True, False, False]])
@@ -110,3 +118,45 @@ def test_boundary_saliency_ignores_a_video_without_two_valid_steps() -> None:
     loss = BoundarySaliency()(output(x, mask), {"flow": output(y, mask)}, {})
     alone = BoundarySaliency()(output(x[:1], mask[:1]), {"flow": output(y[:1], mask[:1])}, {})
     assert loss.item() == pytest.approx(alone.item(), rel=1e-6)
+
+
+def _pdan_student_and_teachers() -> tuple[torch.nn.Module, dict[str, ModelOutput], dict]:
+    """A feature-level RGB student (1x1 projection + PDAN) and frozen PDAN teachers' outputs."""
+    from lightning_modules.models import PDAN, ActionModel, FeatureProjection
+
+    torch.manual_seed(0)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 8:] = False
+
+    def model() -> torch.nn.Module:
+        encoder = FeatureProjection(in_channels=6, out_channels=8, modality="rgb")
+        return ActionModel(encoder, PDAN(8, 3, hidden_channels=8, dilations=(1, 2), dropout=0.0))
+
+    with torch.no_grad():
+        teachers = {
+            name: model()({"rgb": torch.randn(2, 6, 12)}, mask) for name in ("flow", "pose")
+        }
+    return model(), teachers, {"rgb": torch.randn(2, 6, 12), "mask": mask}
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        lambda: AtomicContrastive(8, {"flow": 8, "pose": 8}, projection_dim=4),
+        lambda: GlobalRelation(),
+        lambda: BoundarySaliency(),
+        lambda: FitNet(8, {"flow": 8, "pose": 8}),
+        lambda: AttentionTransfer(),
+        lambda: SimilarityPreserving(),
+    ],
+    ids=["atomic", "global", "boundary", "fitnet", "attention", "similarity"],
+)
+def test_feature_kd_alone_trains_the_detection_head(objective) -> None:
+    """Read by default, the head's last block gets the KD gradient (before, the objectives read
+    the head's input and only the per-step projection learned from them)."""
+    student, teachers, batch = _pdan_student_and_teachers()
+    loss = objective()(student({"rgb": batch["rgb"]}, batch["mask"]), teachers, batch)
+    loss.backward()
+    for index, block in enumerate(student.head.blocks):
+        grads = [p.grad for p in block.parameters() if p.grad is not None]
+        assert grads and sum(float(g.abs().sum()) for g in grads) > 0, f"block{index}"

@@ -19,7 +19,7 @@ MASK = torch.tensor([[True, True, True, True], [True, True, False, False]])
 
 
 def output(x: torch.Tensor, logits, mask: torch.Tensor = MASK) -> ModelOutput:
-    return ModelOutput(embeddings=x, logits=logits, mask=mask)
+    return ModelOutput(embeddings=x, logits=logits, mask=mask, taps={"head": x})
 
 
 def test_softmax_kd_is_hinton_kl_times_t_squared_averaged_over_heads() -> None:

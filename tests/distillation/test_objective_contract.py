@@ -38,7 +38,7 @@ class Case:
     make: Callable[[int, dict[str, int]], torch.nn.Module]
     """(student width, {teacher: width}) -> objective; widths of the tensor it reads."""
     output: Callable[..., object]
-    tap: str | None = None
+    tap: str = "head"
     zero_when_equal: bool = True
     teacher_width: int = 12
 
@@ -79,11 +79,15 @@ CASES = {
         clip_output,
     ),
     "motion_feature_main": Case(
-        lambda s, t: MotionFeatureImitation(s, t, source="main"), dense_output, teacher_width=8
+        lambda s, t: MotionFeatureImitation(s, t, source="main"),
+        dense_output,
+        tap="embeddings",
+        teacher_width=8,
     ),
     "motion_feature_adapter": Case(
         lambda s, t: MotionFeatureImitation(s, t, source="main"),
         dense_output,
+        tap="embeddings",
         zero_when_equal=False,
     ),
     "motion_prediction_dense": Case(
@@ -105,7 +109,7 @@ def batch_for(output) -> dict:
     return {"targets": {"clip": labels}, "mask": output.mask}
 
 
-def width(output, tap: str | None) -> int:
+def width(output, tap: str) -> int:
     return features(output, tap)[0].shape[1]
 
 

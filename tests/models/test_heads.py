@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from model_inputs import padded_mask
+from torch import Tensor
 
 from lightning_modules.models import (
     MSTCN,
@@ -40,8 +42,8 @@ def features_and_mask() -> tuple[torch.Tensor, torch.Tensor]:
 def test_dense_heads_layout() -> None:
     x, mask = features_and_mask()
     for name, stages, taps in (
-        ("pdan", 1, [f"block{i}" for i in range(5)]),
-        ("mstcn", 3, ["stage0", "stage1", "stage2"]),
+        ("pdan", 1, [*(f"block{i}" for i in range(5)), "head"]),
+        ("mstcn", 3, ["stage0", "stage1", "stage2", "head"]),
     ):
         out = heads()[name](x, mask)
         assert out.logits.shape == (B, K, T)
@@ -50,6 +52,7 @@ def test_dense_heads_layout() -> None:
         assert list(out.taps) == taps
         assert all(tap.shape == (B, 16, T) for tap in out.taps.values())
         assert out.embeddings is x and out.mask is mask
+        assert out.taps["head"] is out.taps[taps[-2]]  # the last block or stage
 
 
 @pytest.mark.parametrize("name", ["actionformer", "conv_pyramid"])
@@ -109,13 +112,38 @@ def test_dense_heads_on_a_padded_window_match_the_unpadded_sequence(name: str) -
 def test_dilated_attention_sees_only_t_minus_d_t_and_t_plus_d() -> None:
     layer = DilatedAttention(4, dilation=3)
     x = torch.randn(1, 4, 20)
-    mask = torch.ones(1, 20, dtype=torch.bool)
-    base = layer(x, mask)
+    base = layer(x)
     for position, affected in ((10, {7, 10, 13}), (0, {0, 3})):
         changed = x.clone()
         changed[..., position] += 5.0
-        moved = (layer(changed, mask) - base).abs().sum(1)[0] > 1e-6
+        moved = (layer(changed) - base).abs().sum(1)[0] > 1e-6
         assert set(torch.nonzero(moved).flatten().tolist()) == affected
+
+
+def official_dal(x: Tensor, w_query: Tensor, w_key: Tensor, rel_t: Tensor, d: int) -> Tensor:
+    """A transcription of the equations of the authors' DAL (dairui01/PDAN, PDAN.py), one
+    group: zero-pad the input by d, keys by a bias-free 1x1 conv, the three dilated keys of each
+    step from a window of 2d + 1, values = keys + rel_t `(C, 1, 3)`, softmax over the three of
+    query * key, weighted sum of the values."""
+    q = torch.einsum("oc,bct->bot", w_query, x)
+    k = torch.einsum("oc,bct->bot", w_key, F.pad(x, (d, d)))
+    windows = k.unfold(2, 2 * d + 1, 1)  # (B, C, T, 2d + 1)
+    k = windows[..., [0, d, 2 * d]]
+    v = k + rel_t
+    attention = F.softmax(q[..., None] * k, dim=-1)
+    return (attention * v).sum(-1)
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 4])
+def test_dilated_attention_equals_the_authors_layer(dilation: int) -> None:
+    layer = DilatedAttention(6, dilation=dilation)
+    assert layer.query.bias is None and layer.key.bias is None
+    x = torch.randn(2, 6, 11)
+    rel_t = layer.relative.detach().permute(1, 2, 0)  # (3, C, 1) -> the authors' (C, 1, 3)
+    expected = official_dal(
+        x, layer.query.weight[..., 0], layer.key.weight[..., 0], rel_t, dilation
+    )
+    torch.testing.assert_close(layer(x), expected.detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_local_attention_stays_within_its_window() -> None:

@@ -219,7 +219,9 @@ def test_segment_loss_normalises_by_positives_and_ignores_padded_points() -> Non
         SegmentTask(regression_ranges=[(0, 4), (4, 1e9)]).loss(output, batch)
 
 
-def test_dense_loss_is_masked_bce_summed_over_stages() -> None:
+@pytest.mark.parametrize("reduction", ["pdan", "mean"])
+def test_dense_loss_is_masked_bce_summed_over_stages(reduction: str) -> None:
+    """`pdan`: summed over classes, averaged over valid steps (the authors' training loss)."""
     torch.manual_seed(0)
     stage_logits = torch.randn(2, 2, 3, 6)
     targets = torch.rand(2, 6, 3) > 0.5  # (B, T, K)
@@ -231,7 +233,7 @@ def test_dense_loss_is_masked_bce_summed_over_stages() -> None:
         extras={"stage_logits": stage_logits},
     )
     batch = {"targets": {"frames": targets}}
-    loss = DenseTask().loss(output, batch)["loss"]
+    loss = DenseTask(reduction).loss(output, batch)["loss"]
     expected = 0.0
     for logits in stage_logits:
         terms = [
@@ -243,7 +245,8 @@ def test_dense_loss_is_masked_bce_summed_over_stages() -> None:
             for k in range(3)
             if mask[b, t]
         ]
-        expected = expected + torch.stack(terms).mean()
+        per_class = 3 if reduction == "pdan" else 1
+        expected = expected + torch.stack(terms).mean() * per_class
     torch.testing.assert_close(loss, expected)
     assert (
         masked_bce(stage_logits[0], targets.transpose(1, 2), torch.zeros(2, 6, dtype=torch.bool))
