@@ -194,13 +194,19 @@ def softmax_kd(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     return temperature**2 * kl.mean() if len(kl) else student.sum() * 0.0
 
 
+def bernoulli_kl(student: Tensor, teacher: Tensor) -> Tensor:
+    """Element-wise `KL(σ(z_t) ‖ σ(z_s))` of logits: the BCE to the teacher's scores less the
+    teacher's entropy (the same gradient, but zero when the student matches)."""
+    p = torch.sigmoid(teacher)
+    return p * (F.logsigmoid(teacher) - F.logsigmoid(student)) + (1 - p) * (
+        F.logsigmoid(-teacher) - F.logsigmoid(-student)
+    )
+
+
 def sigmoid_kd(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """Per-class Bernoulli KD on `(N, K)` rows: `T² · KL(σ(z_t/T) ‖ σ(z_s/T))`, mean over rows
-    and classes. It is the BCE to the teacher's scores less the teacher's entropy: the same
-    gradient, but zero when the student matches."""
-    s, t = student / temperature, teacher / temperature
-    p = torch.sigmoid(t)
-    kl = p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+    and classes."""
+    kl = bernoulli_kl(student / temperature, teacher / temperature)
     return temperature**2 * kl.mean() if kl.numel() else student.sum() * 0.0
 
 

@@ -24,6 +24,7 @@ from lightning_modules.models.layers import ChannelNorm, MaskedConv1d, key_paddi
 from lightning_modules.models.outputs import ModelOutput
 
 Fusion = Literal["laf", "concat", "sum", "cross_attention"]
+JointGradient = Literal["appearance", "both", "none"]
 
 
 class BranchProjection(nn.Module):
@@ -169,8 +170,12 @@ class DecomposedStudent(nn.Module):
         fusion: `laf` (the paper), or the ablations `concat`, `sum`, `cross_attention`.
         fusion_window: LAF's aggregation window (odd); None is the masked temporal mean.
         attention_heads: heads of the `cross_attention` fusion.
-        detach_fusion_inputs: stop the joint detector's gradient at the branches, so the
-            branches (and the backbone) learn only from their own losses.
+        joint_gradient: where the joint detector's (ground-truth) loss flows back through the
+            fusion. `appearance` (default, the method): into the appearance branch and through
+            it the backbone, never into the motion projection f_M, which learns only to imitate
+            the flow teacher. `both`: into both branches (the joint loss then also trains f_M:
+            an ablation). `none`: into neither branch, the backbone learns only from the
+            branch losses (an ablation).
         detach_motion_in_branch_head: on the motion path, the shared branch detector's
             parameters get no gradient: imitation shapes `f_M`, while the detector learns
             only from the appearance branch's ground truth. Needs a shared head.
@@ -186,7 +191,7 @@ class DecomposedStudent(nn.Module):
         fusion: Fusion = "laf",
         fusion_window: int | None = None,
         attention_heads: int = 4,
-        detach_fusion_inputs: bool = False,
+        joint_gradient: JointGradient = "appearance",
         detach_motion_in_branch_head: bool = False,
     ) -> None:
         super().__init__()
@@ -208,7 +213,11 @@ class DecomposedStudent(nn.Module):
                 f"channels: set the joint head's in_channels to {fused_channels}"
             )
         self.joint_head = joint_head
-        self.detach_fusion_inputs = detach_fusion_inputs
+        if joint_gradient not in ("appearance", "both", "none"):
+            raise ValueError(
+                f"joint_gradient must be 'appearance', 'both' or 'none', got {joint_gradient!r}"
+            )
+        self.joint_gradient = joint_gradient
         self.detach_motion_in_branch_head = detach_motion_in_branch_head
         self.branch_outputs = True
 
@@ -221,10 +230,11 @@ class DecomposedStudent(nn.Module):
         """`inputs` is `batch["inputs"]`, `mask` is `batch["mask"]` `(B, T)`."""
         features = self.encoder(inputs, mask)
         motion, appearance = self.motion(features, mask), self.appearance(features, mask)
-        if self.detach_fusion_inputs:
-            fused = self.fusion(motion.detach(), appearance.detach(), mask)
-        else:
-            fused = self.fusion(motion, appearance, mask)
+        fused = self.fusion(
+            motion if self.joint_gradient == "both" else motion.detach(),
+            appearance.detach() if self.joint_gradient == "none" else appearance,
+            mask,
+        )
         output = self.joint_head(fused, mask)
         if not self.branch_outputs:
             return output

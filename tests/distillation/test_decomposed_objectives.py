@@ -67,11 +67,58 @@ def test_prediction_imitation_on_segments_is_kl_plus_confidence_weighted_l1() ->
     valid = student.extras["point_mask"]
     s, t = student.logits.transpose(1, 2)[valid], teacher.logits.transpose(1, 2)[valid]
     p = torch.sigmoid(t)
-    kl = F.binary_cross_entropy_with_logits(s, p) - F.binary_cross_entropy(p, p)
+    kl = F.binary_cross_entropy_with_logits(s, p, reduction="sum") - F.binary_cross_entropy(
+        p, p, reduction="sum"
+    )
     confidence = p.max(dim=1).values
+    positives = max(int((confidence >= 0.5).sum()), 1)  # the teacher's positive points
     error = (student.extras["offsets"] - teacher.extras["offsets"]).abs().mean(1)[valid]
-    expected = kl + 0.5 * (confidence * error).sum() / confidence.sum()
+    expected = kl / positives + 0.5 * (confidence * error).sum() / confidence.sum()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _thumos_like(points: int, classes: int = 20, actions: int = 8) -> tuple[ModelOutput, ...]:
+    """Student and teacher segment outputs: the teacher sure of one class at `actions` points,
+    background elsewhere, where the student already agrees with it."""
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.full((1, classes, points), -8.0)
+    teacher[0, 3, :actions] = 4.0
+    student = teacher.clone()
+    student[0, :, :actions] = torch.randn(classes, actions, generator=generator)
+    student.requires_grad_(True)
+    extras = {
+        "point_mask": torch.ones(1, points, dtype=torch.bool),
+        "offsets": torch.zeros(1, 2, points),
+        "points": torch.zeros(points, 3),
+    }
+    mask = torch.ones(1, points, dtype=torch.bool)
+    embeddings = torch.zeros(1, 4, points)
+    return (
+        ModelOutput(embeddings, student, mask, extras=extras),
+        ModelOutput(embeddings, teacher, mask, extras=extras),
+    )
+
+
+def test_prediction_imitation_weighs_an_action_point_like_the_focal_task_loss() -> None:
+    """L_pred is normalised by positives, as the task's focal loss: its gradient at an action
+    point neither shrinks with the number of background points nor falls orders of magnitude
+    below the task loss's (a mean over points x classes made it ~1,800x smaller)."""
+    from lightning_modules.tasks.losses import sigmoid_focal_loss
+
+    objective = MotionPredictionImitation(source="main", regression_weight=0.0)
+    gradients = []
+    for points in (100, 4000):  # a short window, and THUMOS14's ~2,300 steps x pyramid
+        student, teacher = _thumos_like(points)
+        objective(student, {"flow": teacher}, {}).backward()
+        gradients.append(student.logits.grad[0, 3, 0].abs().item())
+    assert gradients[1] == pytest.approx(gradients[0], rel=1e-6)
+    student, _ = _thumos_like(4000)
+    targets = torch.zeros(4000, 20)
+    targets[:8, 3] = 1.0
+    rows = student.logits[0].transpose(0, 1)
+    (sigmoid_focal_loss(rows, targets).sum() / 8).backward()
+    ratio = gradients[1] / student.logits.grad[0, 3, 0].abs().item()
+    assert 0.05 < ratio < 50  # the same order; the focal loss damps by alpha and (1 - p_t)^2
 
 
 def test_motion_source_needs_a_motion_branch() -> None:

@@ -119,12 +119,23 @@ def grads(module: torch.nn.Module) -> float:
     return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
 
 
-def test_detach_fusion_inputs_keeps_the_joint_loss_out_of_the_branches() -> None:
-    for detach in (False, True):
-        model = dense_student(detach_fusion_inputs=detach)
-        model(*inputs()).logits.sum().backward()
-        assert grads(model.fusion) > 0 and grads(model.joint_head) > 0
-        assert (grads(model.motion) == 0) == detach and (grads(model.encoder) == 0) == detach
+@pytest.mark.parametrize(
+    ("joint_gradient", "motion", "appearance"),
+    [("appearance", False, True), ("both", True, True), ("none", False, False)],
+)
+def test_the_joint_loss_reaches_the_branches_joint_gradient_names(
+    joint_gradient: str, motion: bool, appearance: bool
+) -> None:
+    """By default (the method) f_M gets no ground-truth gradient: the joint detector's loss
+    reaches the backbone through the appearance branch only."""
+    kwargs = {} if joint_gradient == "appearance" else {"joint_gradient": joint_gradient}
+    model = dense_student(**kwargs)
+    model(*inputs()).logits.sum().backward()
+    assert grads(model.fusion) > 0 and grads(model.joint_head) > 0
+    assert (grads(model.motion) > 0) == motion and (grads(model.appearance) > 0) == appearance
+    assert (grads(model.encoder) > 0) == appearance
+    with pytest.raises(ValueError, match="joint_gradient"):
+        dense_student(joint_gradient="motion")
 
 
 def test_detach_motion_in_branch_head_keeps_the_motion_path_out_of_the_shared_head() -> None:
