@@ -99,6 +99,10 @@ class MultimodalDataModule(pl.LightningDataModule):
         annotation_options: extra reader arguments, e.g. `classes_file`.
         train_subset, val_subset, test_subset: subset names as the annotations spell them
             (`val_subset: null` trains without validation; predict uses the test subset).
+        val_fraction: validate on this fraction of the training videos instead of a subset
+            (chosen by a hash of their ids, left out of training; needs `val_subset: null`):
+            for benchmarks whose only labelled split besides training is the test split, so
+            that the best checkpoint is not chosen on the test videos.
         window_seconds: window length (dense and segments; clips use each clip's extent);
             `null`: each video is one window of `window_steps` steps spanning its duration.
         window_steps: steps per window (frames per clip for clips).
@@ -138,6 +142,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         load: list[str] | None = None,
         synthetic: SyntheticConfig | None = None,
         held_out_fraction: float = 0.0,
+        val_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -168,6 +173,16 @@ class MultimodalDataModule(pl.LightningDataModule):
                 f"held_out_fraction must be in [0, 1), got {held_out_fraction}. Fix: e.g. 0.2, or "
                 "0 to train on every training video"
             )
+        if not 0.0 <= val_fraction < 1.0:
+            raise DataError(
+                f"val_fraction must be in [0, 1), got {val_fraction}. Fix: e.g. 0.1, or 0 to "
+                "validate on val_subset"
+            )
+        if val_fraction > 0 and val_subset is not None:
+            raise DataError(
+                f"val_fraction {val_fraction} draws validation from the training videos, but "
+                f"val_subset is {val_subset!r} too. Fix: set val_subset: null (or val_fraction: 0)"
+            )
         if window_steps < 1 or batch_size < 1 or num_workers < 0:
             raise ValueError("need window_steps >= 1, batch_size >= 1 and num_workers >= 0")
         self.root = Path(root)
@@ -183,6 +198,9 @@ class MultimodalDataModule(pl.LightningDataModule):
             annotations, annotation_format
         )
         self.annotation_options = dict(annotation_options or {})
+        self.val_fraction = val_fraction
+        if val_fraction > 0:  # the validation role is a part of the training subset
+            val_subset = train_subset
         self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
         # the held-out role is a part of the training subset
         self.subsets["held_out"] = train_subset if held_out_fraction > 0 else None
@@ -254,12 +272,19 @@ class MultimodalDataModule(pl.LightningDataModule):
         """The videos of a role (train/held_out/val/test): its subset's, the training subset
         split by `held_out_fraction` for train and held_out; a name not in the file is an
         error."""
-        key = "train" if role == "held_out" else role
+        drawn = role == "held_out" or (role == "val" and self.val_fraction > 0)
+        key = "train" if drawn else role
         try:
             records = list(self.annotation_set.subset(str(self.subsets[key])).records.values())
         except (KeyError, ValueError) as err:  # the reader's message names the subsets it has
             raise DataError(f"{key}_subset: {err.args[0]}") from None
-        if key != "train" or self.held_out_fraction == 0:
+        if key != "train":
+            return records
+        if self.val_fraction > 0:
+            records, validation = split_held_out(records, self.val_fraction, "val_fraction")
+            if role == "val":
+                return validation
+        if self.held_out_fraction == 0:
             return records
         return split_held_out(records, self.held_out_fraction)[role == "held_out"]
 
@@ -273,8 +298,22 @@ class MultimodalDataModule(pl.LightningDataModule):
 
     def inspect(self, role: str) -> SubsetReport:
         """Check every video of a role (train/held_out/val/test) with every source."""
-        name = str(self.subsets[role]) + (" (held out)" if role == "held_out" else "")
-        return self.check_records(name, self.subset_records(role))
+        return self.check_records(self.role_name(role), self.subset_records(role))
+
+    def role_name(self, role: str) -> str:
+        """The subset a role reads, as reports name it ("training (held out)" for a part)."""
+        part = {"held_out": " (held out)", "val": " (validation part)" if self.val_fraction else ""}
+        return str(self.subsets[role]) + part.get(role, "")
+
+    def distinct_roles(self) -> list[str]:
+        """Roles whose videos together are every video of the configured subsets, each once:
+        the parts of the training subset, and each other subset by name (validation and test
+        are often the same)."""
+        roles: dict[str, str] = {}
+        for role in ("train", "held_out", "val", "test"):
+            if self.subsets[role] is not None:
+                roles.setdefault(self.role_name(role), role)
+        return list(roles.values())
 
     def check_records(self, name: str, records: list[VideoRecord]) -> SubsetReport:
         """Check videos with every source (in threads: the work is mostly I/O and decoding);

@@ -1,4 +1,5 @@
-"""The held-out part of the training videos (Radevski et al.'s held-out teacher weights).
+"""Parts of the training videos set aside by a hash of their ids: the held-out part
+(Radevski et al.'s held-out teacher weights) and the validation part (`val_fraction`).
 
 The authors fit the multimodal teacher's weights on a part of the training set that no teacher
 trained on. The part is chosen by a hash of each video id, ranked, so it depends only on the
@@ -6,6 +7,11 @@ annotated ids and the fraction: every run with the same annotations, training su
 fraction (each teacher, then the student) holds out the same videos, whatever the seed, the
 record order or the modalities it loads. Its digest lets a student check that its teachers
 were trained without those videos.
+
+Real benchmarks often have no labelled split besides the one people report (THUMOS14 `Test`,
+ActivityNet `validation`, Charades `test`); choosing a checkpoint there is a max over epochs on
+the test set. A validation part drawn the same way, with its own salt (so it is not the
+held-out part), gives checkpoint selection videos of its own.
 """
 
 from __future__ import annotations
@@ -17,24 +23,26 @@ from datamodules.annotations import VideoRecord
 from datamodules.sources.base import DataError
 
 
-def _rank_key(video_id: str) -> str:
-    return hashlib.sha1(video_id.encode()).hexdigest()
+def _rank_key(video_id: str, salt: str = "") -> str:
+    return hashlib.sha1((salt + video_id).encode()).hexdigest()
 
 
 def split_held_out(
-    records: Sequence[VideoRecord], fraction: float
+    records: Sequence[VideoRecord], fraction: float, option: str = "held_out_fraction"
 ) -> tuple[list[VideoRecord], list[VideoRecord]]:
-    """(training part, held-out part): `round(fraction * n)` videos held out, at least one,
-    the ones whose id hashes lowest; both parts keep the records' order."""
+    """(training part, set-aside part): `round(fraction * n)` videos set aside, at least one,
+    the ones whose id hashes lowest; both parts keep the records' order. `option` names the
+    setting (and salts the hash): `held_out_fraction` or `val_fraction`."""
     if not 0.0 < fraction < 1.0:
-        raise DataError(f"held_out_fraction must be in (0, 1), got {fraction}")
+        raise DataError(f"{option} must be in (0, 1), got {fraction}")
     count = max(1, round(fraction * len(records)))
     if count >= len(records):
         raise DataError(
-            f"held_out_fraction {fraction} of {len(records)} training videos leaves none to "
-            "train on. Fix: lower held_out_fraction, or use a larger training subset"
+            f"{option} {fraction} of {len(records)} training videos leaves none to "
+            f"train on. Fix: lower {option}, or use a larger training subset"
         )
-    held = set(sorted((r.video_id for r in records), key=_rank_key)[:count])
+    salt = "" if option == "held_out_fraction" else option
+    held = set(sorted((r.video_id for r in records), key=lambda v: _rank_key(v, salt))[:count])
     return [r for r in records if r.video_id not in held], [
         r for r in records if r.video_id in held
     ]

@@ -72,10 +72,8 @@ def extract_features(
     encoder.eval()
     out.mkdir(parents=True, exist_ok=True)
     (out / META).unlink(missing_ok=True)  # the folder is not valid until the new one is written
-    roles = [r for r in ("train", "val", "test") if datamodule.subsets[r] is not None]
-    names = {datamodule.subsets[r]: r for r in roles}  # one pass per distinct subset name
     features: dict[str, np.ndarray] = {}
-    for role in names.values():
+    for role in datamodule.distinct_roles():  # every video once, training parts included
         report = datamodule.inspect(role)
         if report.all_problems:
             raise DataError(

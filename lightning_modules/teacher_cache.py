@@ -224,14 +224,10 @@ class WholeVideos:
 
 
 def usable_records(datamodule: MultimodalDataModule) -> list[VideoRecord]:
-    """Every video of the distinct train/val/test subsets whose teacher inputs are readable."""
+    """Every video of the configured subsets (training parts included) whose teacher inputs
+    are readable."""
     records: dict[str, VideoRecord] = {}
-    seen: set[str] = set()
-    for role in ("train", "val", "test"):
-        subset = datamodule.subsets[role]
-        if subset is None or subset in seen:
-            continue
-        seen.add(str(subset))
+    for role in datamodule.distinct_roles():
         report = datamodule.inspect(role)
         if report.all_problems and datamodule.missing == "error":
             first = report.all_problems[0]

@@ -105,6 +105,7 @@ class CrossdistillCLI(LightningCLI):
             config.ckpt_path,
             os.environ,
         )
+        _refuse_selection_on_test_videos(subcommand, config)
         config.run_name = location.name
         config.ckpt_path = location.ckpt_path
         previous = None
@@ -143,6 +144,28 @@ class CrossdistillCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
             trainer.strategy.checkpoint_io = RunCheckpointIO()
         return trainer
+
+
+def _refuse_selection_on_test_videos(subcommand: str, config: Namespace) -> None:
+    """A best checkpoint chosen on the test videos reports a max over epochs on the test set:
+    `fit` (which chooses it) and `test --ckpt_path best` refuse a validation subset equal to
+    the test subset."""
+    data = config.get("data")
+    args = data.get("init_args") if isinstance(data, Namespace) else None
+    if not isinstance(args, Namespace) or "val_subset" not in args or "test_subset" not in args:
+        return
+    if args.val_subset is None or args.val_subset != args.test_subset:
+        return
+    if args.get("val_fraction", 0.0) > 0:
+        return
+    if subcommand == "fit" or (subcommand == "test" and config.ckpt_path == "best"):
+        raise RunDirError(
+            f"val_subset and test_subset are both {args.val_subset!r}: the best checkpoint "
+            "would be chosen on the test videos (a max over epochs on the test set). Fix: "
+            "validate on a part of the training videos (`--data.init_args.val_subset=null "
+            "--data.init_args.val_fraction=0.1`), or train without validation "
+            "(`--data.init_args.val_subset=null`) and test `--ckpt_path last`"
+        )
 
 
 def _place_loggers(loggers: Any, location: RunLocation, wandb_id: str | None) -> Any:
