@@ -114,10 +114,11 @@ class MultimodalDataModule(pl.LightningDataModule):
         missing: `error` stops at any broken or missing file; `skip` leaves those videos out,
             counted and logged.
         held_out_fraction: set this fraction of the training videos aside (chosen by a hash of
-            their ids, `datamodules.held_out`): training leaves them out and
+            their ids, `datamodules.held_out`): a teacher's training leaves them out and
             `held_out_dataloader` serves them, evaluated like validation. Radevski et al.'s
             held-out teacher weights are fitted on them; train the teachers and the student
-            with the same fraction.
+            with the same fraction (the student, a `DistillModule`, trains on every training
+            video, `include_held_out_in_training`).
     """
 
     def __init__(
@@ -205,6 +206,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         # the held-out role is a part of the training subset
         self.subsets["held_out"] = train_subset if held_out_fraction > 0 else None
         self.held_out_fraction = held_out_fraction
+        self.train_includes_held_out = False
         self.window_seconds = window_seconds
         self.window_steps = window_steps
         self.centre_on_action = centre_on_action
@@ -284,9 +286,24 @@ class MultimodalDataModule(pl.LightningDataModule):
             records, validation = split_held_out(records, self.val_fraction, "val_fraction")
             if role == "val":
                 return validation
-        if self.held_out_fraction == 0:
+        if self.held_out_fraction == 0 or (role == "train" and self.train_includes_held_out):
             return records
         return split_held_out(records, self.held_out_fraction)[role == "held_out"]
+
+    def include_held_out_in_training(self) -> None:
+        """Train on every training video, the held-out part included: what a distilled
+        student does, while its teachers were trained without that part (call after
+        `setup("fit")`; the held-out loader still serves the part for fitting weights)."""
+        if self.held_out_fraction == 0 or self.train_includes_held_out:
+            return
+        self.train_includes_held_out = True
+        if "train" not in self.reports or "held_out" not in self.reports:
+            return  # not set up yet: setup builds training from every training video
+        usable = {
+            r.video_id: r for role in ("train", "held_out") for r in self.reports[role].usable
+        }
+        records = [usable[r.video_id] for r in self.subset_records("train") if r.video_id in usable]
+        self.datasets["train"] = self.dataset("train", records)
 
     @cached_property
     def held_out_digest(self) -> str | None:

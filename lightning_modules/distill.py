@@ -15,6 +15,7 @@ before the first step, with the command that rebuilds it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,8 +108,12 @@ class DistillModule(TaskModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        datamodule = self.trainer.datamodule
+        if stage == "fit" and hasattr(datamodule, "include_held_out_in_training"):
+            # only the teachers are trained without the held-out videos (Radevski et al.)
+            datamodule.include_held_out_in_training()
         if self.teacher_mode == "cached" and stage == "fit":
-            self.attach_teacher_caches(self.trainer.datamodule)
+            self.attach_teacher_caches(datamodule)
 
     def attach_teacher_caches(self, datamodule: Any) -> None:
         """Check every teacher's cache and add it to the training data (before training)."""
@@ -165,13 +170,16 @@ class DistillModule(TaskModule):
             for i, objective in enumerate(objectives):
                 part = objective.held_out_statistics(teachers, batch).double()
                 totals[i] = part if totals[i] is None else totals[i] + part
+        classes = datamodule.class_names
+        heads = list(classes) if isinstance(classes, Mapping) else [""]
         for objective, total in zip(objectives, totals, strict=True):
-            if total is None:
-                total = torch.zeros(len(objective.select(self.teachers)) + 1, dtype=torch.double)
+            if total is None:  # this rank's shard of the split was empty
+                size = len(heads) * len(objective.select(self.teachers)) + 1
+                total = torch.zeros(size, dtype=torch.double)
             total = self.trainer.strategy.reduce(total.to(self.device), reduce_op="sum")
-            fitted = objective.fit_held_out(total.cpu(), list(self.teachers))
-            for teacher, value in fitted.items():
-                self.log(f"held_out/{objective.name}/{teacher}", value, rank_zero_only=True)
+            fitted = objective.fit_held_out(total.cpu(), list(self.teachers), heads)
+            for key, value in fitted.items():
+                self.log(f"held_out/{objective.name}/{key}", value, rank_zero_only=True)
 
     def teacher_outputs(self, batch: dict[str, Any]) -> dict[str, ModelOutput]:
         """Every teacher's outputs on the batch: run now (online) or read from the batch."""

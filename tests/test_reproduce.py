@@ -134,3 +134,22 @@ def test_demo_smoke_writes_the_table_and_resumes(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
     assert "| row |" in second.stdout
+
+
+def test_radevski_table_has_the_authors_kd_only_student_beside_lambda_gt_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The authors train the student on the KD loss alone (lambda_GT = 0 by default)."""
+    from tests.cli_helpers import print_config
+
+    recipe = load_recipe("radevski_clips")
+    rows = {row.name: row for row in recipe.rows}
+    kd_only, with_gt = rows["student_uniform_kd_only"], rows["student_uniform"]
+    assert kd_only.teachers == with_gt.teachers and kd_only.fit == with_gt.fit
+    weights = []
+    for row in (kd_only, with_gt):
+        files = [recipe.trainer, *recipe.data, *row.fit]
+        flags = [flag for path in files for flag in ("--config", str(path))]
+        config = print_config(capsys, *flags, *recipe.args, *row.args)
+        weights.append(config["model"]["init_args"]["task_weight"])
+    assert weights == [0.0, 1.0]

@@ -8,13 +8,14 @@ head such as `verb`/`noun`), with weights that are fixed, never learned:
 - `uniform`: 1/K each (the authors' default);
 - `per_sample`: for each sample, the softmin over teachers of each teacher's cross-entropy on
   the sample's label (a teacher that is right about this sample counts more);
-- `held_out`: one vector per run from data no teacher trained on. Given in the config
+- `held_out`: one vector per head from data no teacher trained on. Given in the config
   (`weights`), or fitted by the DistillModule when training starts: as the authors do, a part
   of the training set is held out from teacher training (`data.init_args.held_out_fraction`,
   the same for the teachers and the student); the frozen teachers run once over it and their
-  cross-entropies give the vector by the rule of `held_out_weights`. Validation and test stay
-  untouched, which matters where the validation set is the reported one (EPIC-KITCHENS-100,
-  Something-Something V2).
+  cross-entropies give one vector per head (verb and noun specialists get opposite weights)
+  by the rule of `held_out_weights`. The student itself trains on every training video, held
+  out ones included, as the authors' does. Validation and test stay untouched, which matters
+  where the validation set is the reported one (EPIC-KITCHENS-100, Something-Something V2).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from lightning_modules.models.outputs import ModelOutput
 
 Logits = Tensor | Mapping[str, Tensor]
 Weighting = Literal["uniform", "per_sample", "held_out"]
+Weights = dict[str, float] | dict[str, dict[str, float]]
+"""Held-out weights: `{teacher: w}` for every head, or `{head: {teacher: w}}` per head."""
 
 
 def _by_head(teacher_logits: Mapping[str, Logits]) -> dict[str, dict[str, Tensor]]:
@@ -89,45 +92,55 @@ def sample_weights(logits: Mapping[str, Tensor], labels: Tensor) -> Tensor:
 def held_out_sums(
     teacher_logits: Mapping[str, Logits], labels: Tensor | Mapping[str, Tensor]
 ) -> tuple[Tensor, int]:
-    """Per teacher, the cross-entropy summed over rows (averaged over heads), and the rows.
+    """Per head and teacher, the cross-entropy summed over rows `(H, M)`, and the rows.
 
     Sums over batches and over DDP ranks add up, so a split read in pieces gives the same
     weights as the whole split at once (`weights_from_sums`).
     """
     heads = _by_head(teacher_logits)
     labels_by_head = _labels_by_head(labels, heads)
-    ce = torch.stack([_cross_entropies(heads[h], labels_by_head[h]) for h in heads]).mean(dim=0)
-    return ce.sum(dim=1), ce.shape[1]
+    ce = torch.stack([_cross_entropies(heads[h], labels_by_head[h]) for h in heads])
+    return ce.sum(dim=2), ce.shape[2]
 
 
-def weights_from_sums(names: list[str], sums: Tensor, rows: int | float) -> dict[str, float]:
-    """The softmin over teachers of each teacher's mean cross-entropy (`held_out_sums`)."""
+def weights_from_sums(
+    names: list[str], heads: list[str], sums: Tensor, rows: int | float
+) -> Weights:
+    """Per head, the softmin over teachers of each teacher's mean cross-entropy on the split
+    (`held_out_sums`); `{teacher: w}` for a single-head model, `{head: {teacher: w}}` else."""
     if rows <= 0:
         raise ValueError("held-out weights need at least one held-out sample")
-    weights = (-(sums.double() / rows)).softmax(dim=0)
-    return {name: float(w) for name, w in zip(names, weights, strict=True)}
+    weights = (-(sums.double().reshape(len(heads), len(names)) / rows)).softmax(dim=1)
+    per_head = {
+        head: {name: float(w) for name, w in zip(names, row, strict=True)}
+        for head, row in zip(heads, weights, strict=True)
+    }
+    return per_head[""] if heads == [""] else per_head
 
 
 def held_out_weights(
     teacher_logits: Mapping[str, Logits], labels: Tensor | Mapping[str, Tensor]
-) -> dict[str, float]:
-    """One weight per teacher from its logits on a held-out split (all batches concatenated).
-
-    Our choice: the softmin over teachers of each teacher's mean cross-entropy on the split
-    (averaged over heads for multi-head models), the per-sample rule aggregated over the
-    split. It rewards calibrated confidence, not only accuracy, and never gives a teacher
-    zero weight.
+) -> Weights:
+    """One weight vector per head from the teachers' logits on a held-out split (all batches
+    concatenated): the authors' rule, the softmin over teachers of each teacher's mean
+    cross-entropy on the split, head by head (the per-sample rule aggregated over the split).
+    It rewards calibrated confidence, not only accuracy, and never gives a teacher zero weight.
     """
     sums, rows = held_out_sums(teacher_logits, labels)
-    return weights_from_sums(list(teacher_logits), sums, rows)
+    heads = list(_by_head(teacher_logits))
+    return weights_from_sums(list(teacher_logits), heads, sums, rows)
 
 
-def _fixed_weights(weights: Mapping[str, float], names: list[str]) -> Tensor:
-    """The configured vector over `names`, normalised to sum to one (extra names ignored)."""
-    missing = [name for name in names if name not in weights]
+def _fixed_weights(weights: Weights, names: list[str], head: str) -> Tensor:
+    """The configured vector of `head` over `names`, normalised to sum to one (extra names
+    ignored)."""
+    chosen = weights.get(head) if all(isinstance(v, Mapping) for v in weights.values()) else weights
+    if not isinstance(chosen, Mapping):
+        raise KeyError(f"held-out weights give no vector for head {head!r}: {sorted(weights)}")
+    missing = [name for name in names if name not in chosen]
     if missing:
         raise KeyError(f"held-out weights give no weight for teachers {missing}")
-    values = torch.tensor([float(weights[name]) for name in names])
+    values = torch.tensor([float(chosen[name]) for name in names])
     if (values < 0).any() or values.sum() <= 0:
         raise ValueError(f"held-out weights must be non-negative and not all zero: {weights}")
     return values / values.sum()
@@ -137,7 +150,7 @@ def ensemble_logits(
     teacher_logits: Mapping[str, Logits],
     weighting: Weighting = "uniform",
     labels: Tensor | Mapping[str, Tensor] | None = None,
-    weights: Mapping[str, float] | None = None,
+    weights: Weights | None = None,
 ) -> Logits:
     """The multimodal teacher: per head, the weighted sum of the teachers' logits.
 
@@ -155,7 +168,6 @@ def ensemble_logits(
     elif weighting == "held_out":
         if weights is None:
             raise ValueError("held-out weighting needs the weights vector")
-        fixed = _fixed_weights(weights, names)
     elif weighting != "uniform":
         raise ValueError(f"unknown weighting {weighting!r}")
     fused = {}
@@ -164,7 +176,7 @@ def ensemble_logits(
         if weighting == "per_sample":
             w = sample_weights(logits, labels_by_head[head])[..., None]
         elif weighting == "held_out":
-            w = fixed.to(stacked.device)[:, None, None]
+            w = _fixed_weights(weights, names, head).to(stacked.device)[:, None, None]
         else:
             w = torch.full((len(names), 1, 1), 1.0 / len(names), device=stacked.device)
         fused[head] = (w * stacked).sum(dim=0)
@@ -178,8 +190,9 @@ class EnsembleLogitKD(Objective):
 
     Args:
         weighting: `uniform`, `per_sample` (reads `batch["targets"]["clip"]`) or `held_out`.
-        weights: teacher name -> weight, for `held_out` only; without it the DistillModule
-            fits the vector on the held-out training videos when training starts.
+        weights: teacher name -> weight (every head), or head -> teacher -> weight, for
+            `held_out` only; without it the DistillModule fits one vector per head on the
+            held-out training videos when training starts.
         temperature: softmax temperature T.
         teachers: the teachers in the ensemble (default: all).
     Reads `logits` of the student and of every teacher.
@@ -188,7 +201,7 @@ class EnsembleLogitKD(Objective):
     def __init__(
         self,
         weighting: Weighting = "uniform",
-        weights: dict[str, float] | None = None,
+        weights: Weights | None = None,
         temperature: float = 1.0,
         teachers: list[str] | None = None,
         name: str = "ensemble_kd",
@@ -205,19 +218,24 @@ class EnsembleLogitKD(Objective):
     def held_out_statistics(
         self, teachers: dict[str, ModelOutput], batch: Mapping[str, Any]
     ) -> Tensor:
-        """This batch's share of the held-out fit: `(M + 1,)`, the teachers' summed
-        cross-entropies, then the row count."""
+        """This batch's share of the held-out fit: `(H * M + 1,)`, the teachers' summed
+        cross-entropies head by head, then the row count."""
         chosen = self.select(teachers)
         sums, rows = held_out_sums(
             {name: output.logits for name, output in chosen.items()}, batch["targets"]["clip"]
         )
-        return torch.cat([sums, sums.new_tensor([rows])])
+        return torch.cat([sums.flatten(), sums.new_tensor([rows])])
 
-    def fit_held_out(self, statistics: Tensor, teacher_names: list[str]) -> dict[str, float]:
-        """Set the weights from the statistics summed over the whole split (and every rank)."""
+    def fit_held_out(
+        self, statistics: Tensor, teacher_names: list[str], heads: list[str]
+    ) -> dict[str, float]:
+        """Set the weights from the statistics summed over the whole split (and every rank);
+        returns them flat for logging (`teacher`, or `head/teacher` per head)."""
         names = list(teacher_names if self.teacher_names is None else self.teacher_names)
-        self.weights = weights_from_sums(names, statistics[:-1], float(statistics[-1]))
-        return self.weights
+        self.weights = weights_from_sums(names, heads, statistics[:-1], float(statistics[-1]))
+        if heads == [""]:
+            return dict(self.weights)
+        return {f"{h}/{n}": w for h, vector in self.weights.items() for n, w in vector.items()}
 
     def compute(
         self, student: ModelOutput, teachers: dict[str, ModelOutput], batch: Mapping[str, Any]

@@ -63,21 +63,31 @@ def test_per_sample_weights_repeat_labels_over_folded_views() -> None:
     )
 
 
-def test_held_out_weights_softmin_of_mean_cross_entropy_averaged_over_heads() -> None:
+def test_held_out_weights_are_one_softmin_of_mean_cross_entropy_per_head() -> None:
+    """The authors' rule, head by head: a verb specialist and a noun specialist get opposite
+    weights on the two heads (one vector averaged over heads gave both about one half)."""
     torch.manual_seed(0)
     labels = {"verb": torch.randint(0, 5, (8,)), "noun": torch.randint(0, 4, (8,))}
-    good = {
+    right = {
         h: F.one_hot(y, k).float() * 5 for (h, y), k in zip(labels.items(), (5, 4), strict=True)
     }
-    bad = {"verb": torch.randn(8, 5), "noun": torch.randn(8, 4)}
-    weights = held_out_weights({"rgb": good, "boxes": bad}, labels)
-    mean_ce = {
-        name: sum(F.cross_entropy(z[h], labels[h]).item() for h in labels) / 2
-        for name, z in (("rgb", good), ("boxes", bad))
-    }
-    norm = sum(math.exp(-c) for c in mean_ce.values())
-    assert weights == pytest.approx({n: math.exp(-c) / norm for n, c in mean_ce.items()})
-    assert weights["rgb"] > weights["boxes"]
+    wrong = {"verb": torch.zeros(8, 5), "noun": torch.zeros(8, 4)}
+    verb_expert = {"verb": right["verb"], "noun": wrong["noun"]}
+    noun_expert = {"verb": wrong["verb"], "noun": right["noun"]}
+    weights = held_out_weights({"rgb": verb_expert, "boxes": noun_expert}, labels)
+    for head in labels:
+        ce = {
+            name: F.cross_entropy(z[head], labels[head]).item()
+            for name, z in (("rgb", verb_expert), ("boxes", noun_expert))
+        }
+        norm = sum(math.exp(-c) for c in ce.values())
+        assert weights[head] == pytest.approx({n: math.exp(-c) / norm for n, c in ce.items()})
+    assert weights["verb"]["rgb"] > 0.75 and weights["noun"]["boxes"] > 0.75  # not ~0.5 each
+    fused = ensemble_logits({"rgb": verb_expert, "boxes": noun_expert}, "held_out", weights=weights)
+    torch.testing.assert_close(
+        fused["verb"],
+        weights["verb"]["rgb"] * verb_expert["verb"] + weights["verb"]["boxes"] * wrong["verb"],
+    )
 
 
 def test_held_out_weighting_normalises_the_configured_vector() -> None:
@@ -124,7 +134,7 @@ def test_held_out_statistics_add_up_over_pieces_of_the_split() -> None:
         )
         for lo, hi in ((0, 3), (3, 4), (4, 10))
     )
-    fitted = objective.fit_held_out(total, ["rgb", "flow", "pose"])
+    fitted = objective.fit_held_out(total, ["rgb", "flow", "pose"], [""])
     whole = held_out_weights({n: logits[n] for n in ("pose", "rgb")}, labels)
     assert list(fitted) == ["pose", "rgb"]
     assert fitted == pytest.approx(whole, abs=1e-6)
