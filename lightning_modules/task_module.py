@@ -110,6 +110,12 @@ class TaskModule(pl.LightningModule):
         for split in ("val", "test"):
             self.metrics[split] = self.task.metrics(self.num_classes)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["task_state"] = self.task.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.task.load_state_dict(checkpoint.get("task_state", {}))
+
     def save_init_args(self) -> None:
         """Record the subclass's init args, so `load_from_checkpoint` rebuilds the module.
 

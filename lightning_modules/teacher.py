@@ -47,11 +47,13 @@ class TeacherModule(TaskModule):
         of the data), read back from its checkpoint; None when it trained on all of them."""
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         # a student fitting held-out teacher weights checks that its teachers never saw them
         datamodule = self.trainer.datamodule
         checkpoint["held_out_digest"] = getattr(datamodule, "held_out_digest", None)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.held_out_digest = checkpoint.get("held_out_digest")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

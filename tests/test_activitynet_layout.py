@@ -73,11 +73,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def datamodule(root: Path) -> MultimodalDataModule:
+def datamodule(root: Path, *flags: str) -> MultimodalDataModule:
     parser = build_parser()
-    config = parser.parse_args(
-        ["--config", str(DATA), f"--data.init_args.root={root}", "--data.init_args.num_workers=0"]
-    )
+    base = ["--config", str(DATA), f"--data.init_args.root={root}"]
+    config = parser.parse_args([*base, "--data.init_args.num_workers=0", *flags])
     return parser.instantiate(config).data
 
 
@@ -125,7 +124,16 @@ def test_configs_train_and_score_at_activitynet_tious(
 def test_every_video_is_192_steps_of_linearly_resampled_features(root: Path) -> None:
     dm = datamodule(root)
     dm.setup("fit")
-    assert len(dm.datasets["train"]) == 3 and len(dm.datasets["val"]) == 2  # one window a video
+    # one window a video; validation is one of the three training videos (val_fraction)
+    assert len(dm.datasets["train"]) == 2 and len(dm.datasets["val"]) == 1
+    dm.include_held_out_in_training()  # no held-out part: nothing changes
+    trained = {r.video_id for r in dm.datasets["train"].sampler.records}
+    dm = datamodule(
+        root, "--data.init_args.val_fraction=0", "--data.init_args.val_subset=validation"
+    )
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 3 and len(dm.datasets["val"]) == 2
+    assert trained < {r.video_id for r in dm.datasets["train"].sampler.records}
     for video_id in ("short30", "long200"):
         _, duration, rows, _ = VIDEOS[video_id]
         sample = sample_of(dm, "train", video_id)
@@ -145,7 +153,9 @@ def test_every_video_is_192_steps_of_linearly_resampled_features(root: Path) -> 
 def test_ground_truth_round_trips_through_the_grid_and_the_decoding(root: Path) -> None:
     """Targets assigned on each video's grid and decoded back land within one step of the
     annotation, in seconds from the video's start, and score mAP 1 at every ActivityNet tIoU."""
-    dm = datamodule(root)
+    dm = datamodule(
+        root, "--data.init_args.val_fraction=0", "--data.init_args.val_subset=validation"
+    )
     dm.setup("fit")
     samples = [sample_of(dm, "train", video_id) for video_id in ("short30", "long200", "mid75")]
     batch = Collate(dm.modalities)(samples)

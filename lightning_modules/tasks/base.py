@@ -47,6 +47,13 @@ class Task:
     ) -> None:
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, float]:
+        """What the task learns while training (kept in checkpoints for an exact resume)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        """Restore `state_dict()` from a checkpoint."""
+
     @staticmethod
     def compute_metrics(metrics: nn.ModuleDict) -> dict[str, float]:
         """Every metric's values as a flat `{name: float}` (names as `crossdistill evaluate`; a

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -83,13 +84,19 @@ class SegmentTask(Task):
     Targets are a list of `(N_i, 3)` [start_s, end_s, class] relative to the window start;
     `batch["meta"]["stride"]` `(B,)` gives the seconds per grid step. The loss is the sigmoid
     focal loss over valid points plus `regression_weight` times the DIoU loss over positive
-    points, both divided by the number of positives. `regression_ranges` default to
-    ActionFormer's for the head's number of levels.
+    points, both divided by the loss normaliser: as ActionFormer, an exponential moving average
+    of the number of positives per training batch (`normaliser_momentum` 0.9, starting at
+    `normaliser_init` 100, updated on training steps only, the mean over DDP ranks), so that a
+    batch with few actions does not get a huge loss; `normaliser_momentum: 0` divides by the
+    batch's own count. `regression_ranges` default to ActionFormer's for the head's number of
+    levels.
 
     Predictions, one dict per sample: `segments (N, 2)` in seconds relative to the window start
-    (clipped to its valid steps), `scores (N,)`, `labels (N,)`, what `SegmentMAP` takes: the
-    best `pre_nms_topk` candidates above `score_threshold`, then Gaussian soft-NMS per class
-    (`nms_sigma`; scores decayed below `score_threshold` are dropped), at most `max_segments`.
+    (clipped to its valid steps), `scores (N,)`, `labels (N,)`, what `SegmentMAP` takes, decoded
+    as ActionFormer: on each pyramid level the best `pre_nms_topk` candidates above
+    `score_threshold`, segments not longer than `min_duration` grid steps dropped, then over all
+    levels Gaussian soft-NMS per class (`nms_sigma`; scores decayed below `score_threshold` are
+    dropped), at most `max_segments`.
 
     The metric is `SegmentMAP` at `tious` (THUMOS14's by default) per evaluation window; with
     whole-video evaluation windows (window length >= the longest video, or `window_seconds:
@@ -107,9 +114,12 @@ class SegmentTask(Task):
         regression_weight: float = 1.0,
         score_threshold: float = 0.001,
         pre_nms_topk: int = 2000,
+        min_duration: float = 0.05,
         nms_sigma: float = 0.5,
         max_segments: int = 200,
         tious: Sequence[float] = THUMOS14_TIOUS,
+        normaliser_momentum: float = 0.9,
+        normaliser_init: float = 100.0,
     ) -> None:
         self.tious = tuple(tious)
         self.regression_ranges = regression_ranges
@@ -117,8 +127,32 @@ class SegmentTask(Task):
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.regression_weight = regression_weight
         self.score_threshold = score_threshold
-        self.pre_nms_topk = pre_nms_topk
+        self.pre_nms_topk, self.min_duration = pre_nms_topk, min_duration
         self.nms_sigma, self.max_segments = nms_sigma, max_segments
+        if not 0.0 <= normaliser_momentum < 1.0:
+            raise ValueError(f"normaliser_momentum must be in [0, 1), got {normaliser_momentum}")
+        self.normaliser_momentum = normaliser_momentum
+        self.loss_normaliser = float(normaliser_init)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"loss_normaliser": self.loss_normaliser}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.loss_normaliser = float(state.get("loss_normaliser", self.loss_normaliser))
+
+    def normaliser(self, positives: Tensor) -> Tensor:
+        """The divisor of both loss terms for a batch with `positives` positive points."""
+        count = positives.sum().clamp(min=1).float()
+        if self.normaliser_momentum == 0:
+            return count
+        if torch.is_grad_enabled():  # a training step: move the average (not in evaluation)
+            mean = count.detach().clone()
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(mean)
+                mean /= dist.get_world_size()
+            momentum = self.normaliser_momentum
+            self.loss_normaliser = momentum * self.loss_normaliser + (1 - momentum) * mean.item()
+        return count.new_tensor(self.loss_normaliser)
 
     def loss(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         logits = output.logits.float().transpose(1, 2)  # (B, P, K)
@@ -126,7 +160,7 @@ class SegmentTask(Task):
         point_mask = output.extras["point_mask"]
         classes, distances, positive = self.assign(output, batch)
         positive = positive & point_mask
-        normaliser = positive.sum().clamp(min=1).float()
+        normaliser = self.normaliser(positive)
         focal = sigmoid_focal_loss(
             logits[point_mask], classes[point_mask], self.focal_alpha, self.focal_gamma
         )
@@ -191,14 +225,21 @@ class SegmentTask(Task):
         """Segments of one sample from its valid points."""
         num_classes = scores.shape[1]
         flat = scores.flatten()
-        candidates = torch.nonzero(flat > self.score_threshold).squeeze(1)
-        candidates = candidates[
-            flat[candidates].topk(min(self.pre_nms_topk, len(candidates))).indices
-        ]
+        levels = points[:, 2].repeat_interleave(num_classes)
+        chosen = []
+        for level in levels.unique():  # the best pre_nms_topk of each pyramid level
+            candidates = torch.nonzero((flat > self.score_threshold) & (levels == level))
+            candidates = candidates.squeeze(1)
+            best = flat[candidates].topk(min(self.pre_nms_topk, len(candidates))).indices
+            chosen.append(candidates[best])
+        candidates = torch.cat(chosen) if chosen else flat.new_zeros(0, dtype=torch.long)
         point, label = candidates // num_classes, candidates % num_classes
         centre, point_stride = points[point, 0] + 0.5, points[point, 1]
-        start = (centre - offsets[point, 0] * point_stride) * stride
-        end = (centre + offsets[point, 1] * point_stride) * stride
+        start = centre - offsets[point, 0] * point_stride  # grid steps
+        end = centre + offsets[point, 1] * point_stride
+        long_enough = end - start > self.min_duration
+        candidates, label = candidates[long_enough], label[long_enough]
+        start, end = start[long_enough] * stride, end[long_enough] * stride
         valid = torch.nonzero(mask).squeeze(1)
         first, last = (valid[0].item(), valid[-1].item() + 1) if len(valid) else (0, 0)
         start, end = (

@@ -135,7 +135,7 @@ def _output_from_targets(points, classes, distances, steps: int) -> ModelOutput:
 
 def test_targets_encoded_as_offsets_decode_back_to_the_segments() -> None:
     points, segments, stride = _hand_made()
-    task = SegmentTask(score_threshold=0.5)
+    task = SegmentTask(score_threshold=0.5, normaliser_momentum=0.0)  # the batch count
     batch = {"targets": {"segments": [segments]}, "meta": {"stride": stride[None]}}
     output = _output_from_targets(points, *_assign(task, points, segments, stride), steps=16)
     (prediction,) = task.predict(output, batch)
@@ -184,7 +184,7 @@ def test_decoding_clips_to_valid_steps_and_skips_padded_points() -> None:
 
 def test_segment_loss_normalises_by_positives_and_ignores_padded_points() -> None:
     points, segments, stride = _hand_made()
-    task = SegmentTask()
+    task = SegmentTask(normaliser_momentum=0.0)  # by the batch's own positives
     batch = {
         "targets": {"segments": [segments, segments[:0]]},
         "meta": {"stride": torch.tensor([0.5, 0.5])},
@@ -287,3 +287,47 @@ def test_clip_views_are_averaged_before_loss_and_prediction() -> None:
         ClipTask().loss(output, {"targets": {"clip": targets["verb"]}})
     with pytest.raises(ValueError, match="views"):
         average_views(torch.randn(5, 3), 2)
+
+
+def test_segment_loss_normaliser_is_actionformers_moving_average_of_positives() -> None:
+    """Init 100, momentum 0.9, moved by training steps only, kept in checkpoints."""
+    points, segments, stride = _hand_made()
+    batch = {"targets": {"segments": [segments]}, "meta": {"stride": stride[None]}}
+    output = _output_from_targets(points, *_assign(SegmentTask(), points, segments, stride), 16)
+    by_count = SegmentTask(normaliser_momentum=0.0).loss(output, batch)["cls"]
+    positives = int(SegmentTask().assign(output, batch)[2].sum())
+    task = SegmentTask()
+    first = task.loss(output, batch)["cls"]
+    assert task.loss_normaliser == pytest.approx(0.9 * 100 + 0.1 * positives)
+    torch.testing.assert_close(first, by_count * positives / task.loss_normaliser)
+    task.loss(output, batch)
+    expected = 0.9 * (0.9 * 100 + 0.1 * positives) + 0.1 * positives
+    assert task.loss_normaliser == pytest.approx(expected)
+    with torch.no_grad():  # validation leaves it alone
+        task.loss(output, batch)
+    assert task.loss_normaliser == pytest.approx(expected)
+    restored = SegmentTask()
+    restored.load_state_dict(task.state_dict())
+    assert restored.loss_normaliser == task.loss_normaliser
+
+
+def test_decoding_takes_the_top_k_of_each_level_and_drops_too_short_segments() -> None:
+    points = pyramid_points([8, 4])  # level 0: 8 points, level 1: 4
+    logits = torch.full((1, 1, 12), -10.0)
+    logits[0, 0, :8] = torch.linspace(3.0, 4.0, 8)  # level 0 scores higher than level 1
+    logits[0, 0, 8:] = torch.linspace(1.0, 2.0, 4)
+    offsets = torch.ones(1, 2, 12)
+    offsets[0, :, 7] = 0.01  # the best point of level 0: a segment of 0.02 steps
+    output = ModelOutput(
+        embeddings=torch.zeros(1, 4, 8),
+        logits=logits,
+        mask=torch.ones(1, 8, dtype=torch.bool),
+        extras={"offsets": offsets, "points": points, "point_mask": torch.ones(1, 12).bool()},
+    )
+    task = SegmentTask(pre_nms_topk=2, nms_sigma=1e6, score_threshold=1e-4, max_segments=10)
+    (prediction,) = task.predict(output, {"meta": {"stride": torch.tensor([1.0])}})
+    kept = sorted(round(float(s), 4) for s in prediction["scores"])
+    level0 = torch.sigmoid(logits[0, 0, 6]).item()  # 7 is too short, 6 is next of the top 2
+    level1 = torch.sigmoid(logits[0, 0, 10:12]).tolist()  # its own top 2, however low
+    assert round(level0, 4) in kept and all(round(s, 4) in kept for s in level1)
+    assert round(torch.sigmoid(logits[0, 0, 7]).item(), 4) not in kept
