@@ -47,6 +47,7 @@ from datamodules.sampling import (
     TrainWindows,
     VideoWindows,
     WindowSampler,
+    tiles,
 )
 from datamodules.sources.base import DataError, Problem, Source
 from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark, is_complete
@@ -106,6 +107,10 @@ class MultimodalDataModule(pl.LightningDataModule):
         window_seconds: window length (dense and segments; clips use each clip's extent);
             `null`: each video is one window of `window_steps` steps spanning its duration.
         window_steps: steps per window (frames per clip for clips).
+        eval_whole_videos: evaluate every video as one window (of the smallest multiple of the
+            window that holds the longest video of the split, padded), instead of tiles of one
+            window: ActionFormer scores each THUMOS14 test video whole, and tiles would cut the
+            ground-truth instances that cross a tile border.
         centre_on_action: probability that a training window is centred on an annotated action.
         test_views: temporal views per clip at evaluation (clips).
         augment: training augmentation, `null` for none.
@@ -134,6 +139,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         test_subset: str = "testing",
         window_seconds: float | None = None,
         window_steps: int = 64,
+        eval_whole_videos: bool = False,
         centre_on_action: float = 0.0,
         test_views: int = 1,
         augment: Augment | None = Augment(),  # noqa: B008 (frozen dataclass, safe to share)
@@ -209,6 +215,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         self.train_includes_held_out = False
         self.window_seconds = window_seconds
         self.window_steps = window_steps
+        self.eval_whole_videos = eval_whole_videos
         self.centre_on_action = centre_on_action
         self.test_views = test_views
         self.augment = augment
@@ -411,7 +418,11 @@ class MultimodalDataModule(pl.LightningDataModule):
                 records, self.window_seconds, self.window_steps, self.centre_on_action
             )
         else:
-            windows = EvalWindows(records, self.window_seconds, self.window_steps)
+            widen = 1
+            if self.eval_whole_videos:
+                seconds, steps = self.window_seconds, self.window_steps
+                widen = max(tiles(float(r.duration or 0.0), seconds, steps) for r in records)
+            windows = EvalWindows(records, self.window_seconds * widen, self.window_steps * widen)
         found = self.annotation_set
         return UntrimmedDataset(
             windows,

@@ -412,3 +412,22 @@ def test_verb_noun_clips_batch_both_heads(tmp_path: Path) -> None:
     features = batch["inputs"]["features"]
     assert features.shape == (4, 2, 4) and batch["mask"].shape == (4, 4)
     np.testing.assert_allclose(features[:, 0, 0].numpy(), [10, 11, 31, 33])
+
+
+def test_eval_whole_videos_scores_each_video_as_one_window(bench: Path) -> None:
+    """Tiles of 3.2 s cut the 8-12 s videos (and instances crossing a border); whole-video
+    windows are a multiple of the window that holds the longest video, one per video."""
+    tiled = make(bench, modalities={"pose": KeypointSource()}, task="segments")
+    tiled.setup("validate")
+    whole = make(
+        bench, modalities={"pose": KeypointSource()}, task="segments", eval_whole_videos=True
+    )
+    whole.setup("validate")
+    videos = whole.reports["val"].usable
+    assert len(whole.datasets["val"]) == len(videos) < len(tiled.datasets["val"])
+    for index, record in enumerate(videos):
+        sample = whole.datasets["val"][index]
+        steps = sample.mask.shape[-1]
+        assert steps % 32 == 0 and sample.meta["t0"] == 0.0
+        assert int(sample.mask.sum()) == round(record.duration / 0.1)  # every step of it
+        assert len(sample.targets["segments"]) == len(record.segments)  # none cut
