@@ -15,6 +15,7 @@ before the first step, with the command that rebuilds it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,11 @@ from torch import nn
 
 from lightning_modules.distillation import Objective
 from lightning_modules.models.outputs import ModelOutput
-from lightning_modules.task_module import TaskModule
+from lightning_modules.task_module import (
+    CheckpointMismatchError,
+    TaskModule,
+    plain_class_names,
+)
 from lightning_modules.tasks import Task
 from lightning_modules.teacher import TeacherModule
 from lightning_modules.teacher_cache import cache_modality, objective_taps, open_cache, unpack
@@ -33,6 +38,29 @@ from lightning_modules.teacher_cache import cache_modality, objective_taps, open
 def load_frozen_teacher(checkpoint: str | Path) -> nn.Module:
     """The model of a TeacherModule checkpoint, in eval mode with gradients off."""
     return load_teacher_module(checkpoint).model
+
+
+log = logging.getLogger(__name__)
+
+
+class TeacherMismatchError(CheckpointMismatchError):
+    """A teacher checkpoint that cannot teach this student; the message names it and the fix."""
+
+
+def _first_difference(teacher: Any, data: Any) -> str:
+    """Where a teacher's class names part from the data's, in words."""
+    if isinstance(teacher, dict) != isinstance(data, dict):
+        return f"{teacher}, the data has {data}"
+    pairs = teacher.items() if isinstance(teacher, dict) else [("", teacher)]
+    for head, names in pairs:
+        other = data.get(head, []) if isinstance(data, dict) else data
+        where = f"head {head!r}: " if head else ""
+        if len(names) != len(other):
+            return f"{where}{len(names)} classes, the data has {len(other)}"
+        for index, (a, b) in enumerate(zip(names, other, strict=True)):
+            if a != b:
+                return f"{where}class {index} is {a!r} in the teacher, {b!r} in the data"
+    return f"{teacher}, the data has {data}"
 
 
 def load_teacher_module(checkpoint: str | Path) -> TeacherModule:
@@ -100,20 +128,43 @@ class DistillModule(TaskModule):
         # a plain dict keeps the teachers out of parameters(), state_dict() and train()
         self.teachers: dict[str, nn.Module] = {}
         self.teacher_held_out_digests: dict[str, str | None] = {}
+        self.teacher_class_names: dict[str, Any] = {}
         if teacher_mode == "online":
             for name, path in teachers.items():
                 module = load_teacher_module(path)
                 self.teachers[name] = module.model
                 self.teacher_held_out_digests[name] = module.held_out_digest
+                self.teacher_class_names[name] = getattr(module, "recorded_class_names", None)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        self.check_teacher_classes()
         datamodule = self.trainer.datamodule
         if stage == "fit" and hasattr(datamodule, "include_held_out_in_training"):
             # only the teachers are trained without the held-out videos (Radevski et al.)
             datamodule.include_held_out_in_training()
         if self.teacher_mode == "cached" and stage == "fit":
             self.attach_teacher_caches(datamodule)
+
+    def check_teacher_classes(self) -> None:
+        """Refuse a teacher trained with other classes, or another class order: its logits
+        would be distilled class for class into the wrong classes."""
+        data = plain_class_names(self.class_names)
+        for name, recorded in self.teacher_class_names.items():
+            if recorded is None:
+                log.warning(
+                    "teacher %r (%s) records no class names (an older checkpoint): its logits "
+                    "are taken to be in the data's class order",
+                    name,
+                    self.teacher_checkpoints[name],
+                )
+            elif recorded != data:
+                raise TeacherMismatchError(
+                    f"teacher {name!r} ({self.teacher_checkpoints[name]}) was trained on the "
+                    f"classes {_first_difference(recorded, data)}. Fix: train it with the "
+                    "student's annotations and class list, or give the student those of the "
+                    "teacher"
+                )
 
     def attach_teacher_caches(self, datamodule: Any) -> None:
         """Check every teacher's cache and add it to the training data (before training)."""

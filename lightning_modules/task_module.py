@@ -43,6 +43,15 @@ class CheckpointMismatchError(RuntimeError):
     """A checkpoint whose weights do not fit the configured model."""
 
 
+def plain_class_names(names: Any) -> list[str] | dict[str, list[str]] | None:
+    """Class names as a checkpoint keeps them: a list, or a list per head."""
+    if names is None:
+        return None
+    if isinstance(names, Mapping):
+        return {str(head): [str(n) for n in values] for head, values in names.items()}
+    return [str(n) for n in names]
+
+
 def check_state_dict(
     expected: Mapping[str, torch.Tensor],
     loaded: Mapping[str, Any],
@@ -112,9 +121,12 @@ class TaskModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["task_state"] = self.task.state_dict()
+        # the logit order, so that a teacher's logits are never read against other classes
+        checkpoint["class_names"] = plain_class_names(getattr(self, "class_names", None))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.task.load_state_dict(checkpoint.get("task_state", {}))
+        self.recorded_class_names = checkpoint.get("class_names")
 
     def save_init_args(self) -> None:
         """Record the subclass's init args, so `load_from_checkpoint` rebuilds the module.

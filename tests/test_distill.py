@@ -163,6 +163,25 @@ def test_missing_teacher_checkpoint_names_the_fix(feature_bench: Path, tmp_path:
         build(config, feature_bench, tmp_path, {"flow": tmp_path / "nope.ckpt"})
 
 
+def test_a_teacher_of_another_class_order_is_refused(
+    feature_bench: Path, teacher_checkpoints: dict, tmp_path: Path
+) -> None:
+    """Teachers record their classes in logit order; distilling logit for logit from a teacher
+    whose classes are in another order would teach the wrong classes."""
+    from lightning_modules.distill import TeacherMismatchError
+
+    checkpoint = torch.load(teacher_checkpoints["flow"], map_location="cpu", weights_only=False)
+    classes = checkpoint["class_names"]
+    assert isinstance(classes, list) and len(classes) == 8
+    checkpoint["class_names"] = [classes[1], classes[0], *classes[2:]]
+    swapped = tmp_path / "swapped.ckpt"
+    torch.save(checkpoint, swapped)
+    config = CONFIGS / "distill" / "dense_features_dai21_flow.yaml"
+    built = build(config, feature_bench, tmp_path, {"flow": swapped}, "--trainer.max_steps=1")
+    with pytest.raises(TeacherMismatchError, match=rf"class 0 is {classes[1]!r} in the teacher"):
+        built.trainer.fit(built.model, built.datamodule)
+
+
 @pytest.mark.slow
 def test_smoke_distillation_under_ddp_and_bf16(tmp_path: Path) -> None:
     """configs/smoke/distill.yaml after configs/smoke/teacher.yaml, as the README says, on two
