@@ -127,3 +127,25 @@ def test_run_meta_is_replaced_whole_or_not_at_all(
     path.write_text('{"run_name": "a", "hist')  # cut by an older version
     with pytest.raises(RunDirError, match=r"run_meta\.json is damaged .* Fix: move it away"):
         read_meta(path)
+
+
+def test_resume_refuses_changed_data_and_names_it(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """run_meta.json recorded the data's hashes: a resume over changed annotations stops with
+    what changed (or goes on with a warning when asked)."""
+    from tests.data_helpers import copy_benchmark
+
+    root = copy_benchmark(bench, tmp_path / "bench")
+    runs = tmp_path / "runs"
+    assert main(["fit", *BASE, *tiny(root, runs), "--run_name", "a"]) == 0
+    annotations = root / "annotations" / "activitynet.json"
+    annotations.write_text(json.dumps(json.loads(annotations.read_text()), indent=4))
+    capsys.readouterr()
+    resume = ["--config", str(runs / "a/config.yaml"), "--ckpt_path", "last"]
+    assert main(["fit", *resume, "--trainer.max_epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "data file annotations/activitynet.json" in err and "--on_changed_inputs warn" in err
+    with pytest.warns(UserWarning, match="changed inputs"):
+        status = main(["fit", *resume, "--trainer.max_epochs", "2", "--on_changed_inputs=warn"])
+    assert status == 0

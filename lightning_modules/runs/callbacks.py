@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,8 @@ import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
-from lightning_modules.runs.directory import CONFIG_FILE, META_FILE, RunLocation
-from lightning_modules.runs.meta import collect_meta, write_meta
+from lightning_modules.runs.directory import CONFIG_FILE, META_FILE, RunDirError, RunLocation
+from lightning_modules.runs.meta import changed_inputs, collect_meta, read_meta, write_meta
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -72,10 +73,18 @@ class RunRecorder(SaveConfigCallback):
     that is switched off.
     """
 
-    def __init__(self, *args: Any, location: RunLocation, subcommand: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        location: RunLocation,
+        subcommand: str,
+        on_changed_inputs: str = "refuse",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.location = location
         self.subcommand = subcommand
+        self.on_changed_inputs = on_changed_inputs
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.already_saved:
@@ -90,10 +99,28 @@ class RunRecorder(SaveConfigCallback):
                 self.config, folder / CONFIG_FILE, skip_unset=False, overwrite=True, multifile=False
             )
             config = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))
-            write_meta(
-                folder / META_FILE, collect_meta(trainer, config, self.subcommand, self.location)
-            )
+            meta = collect_meta(trainer, config, self.subcommand, self.location)
+            if self.location.resumed:
+                self.check_inputs(read_meta(folder / META_FILE), meta)
+            write_meta(folder / META_FILE, meta)
             for logger in trainer.loggers:
                 logger.log_hyperparams(config)
                 logger.save()
         self.already_saved = True
+
+    def check_inputs(self, previous: dict[str, Any] | None, meta: dict[str, Any]) -> None:
+        """A resumed fit must read the teachers and data its earlier sessions read."""
+        changes = changed_inputs(previous or {}, meta)
+        if not changes:
+            return
+        what = "; ".join(changes)
+        if self.on_changed_inputs == "warn":
+            warnings.warn(
+                f"resuming {self.location.run_dir} with changed inputs: {what}", stacklevel=1
+            )
+            return
+        raise RunDirError(
+            f"{self.location.run_dir} was trained on other inputs than this resume would read: "
+            f"{what}. Fix: start a new run (another --run_name), restore the original files, "
+            "or resume anyway with --on_changed_inputs warn"
+        )

@@ -93,6 +93,14 @@ class CrossdistillCLI(LightningCLI):
             "step, the bad loss terms and the batch's videos and windows (exit status 1), "
             "`skip` the step (no parameter update) and go on, or `off`.",
         )
+        parser.add_argument(
+            "--on_changed_inputs",
+            type=Literal["refuse", "warn"],
+            default="refuse",
+            help="A resumed fit whose teacher checkpoints or data files (compared by content "
+            "hash with run_meta.json) changed since the run started: `refuse` with what "
+            "changed, or `warn` and go on.",
+        )
         parser.set_defaults({"trainer.logger": DEFAULT_LOGGER})
 
     def before_instantiate_classes(self) -> None:
@@ -114,7 +122,11 @@ class CrossdistillCLI(LightningCLI):
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* not empty")
         wandb_id = ((previous or {}).get("wandb") or {}).get("id")
         config.trainer.logger = _place_loggers(config.trainer.logger, location, wandb_id)
-        self.save_config_kwargs = {"location": location, "subcommand": subcommand}
+        self.save_config_kwargs = {
+            "location": location,
+            "subcommand": subcommand,
+            "on_changed_inputs": config.get("on_changed_inputs", "refuse"),
+        }
         # processes that Lightning starts for DDP run this CLI again and must find the same folder
         os.environ[RUN_NAME_ENV] = location.name
         self.location = location

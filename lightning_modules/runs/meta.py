@@ -69,6 +69,28 @@ def write_meta(path: Path, meta: dict[str, Any]) -> None:
     write_atomic(path, lambda handle: handle.write(text.encode()))
 
 
+def changed_inputs(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """What a resumed run would read differently from what its earlier sessions read: teacher
+    checkpoints and data files (by content hash), and the data root."""
+    changes = []
+    before, now = previous.get("teachers") or {}, current.get("teachers") or {}
+    for name in sorted(set(before) | set(now)):
+        old, new = before.get(name) or {}, now.get(name) or {}
+        if old.get("sha256") != new.get("sha256"):
+            changes.append(
+                f"teacher {name!r}: {old.get('path')} (sha256 {str(old.get('sha256'))[:12]}) -> "
+                f"{new.get('path')} (sha256 {str(new.get('sha256'))[:12]})"
+            )
+    old_data, new_data = previous.get("data") or {}, current.get("data") or {}
+    if old_data.get("root") != new_data.get("root"):
+        changes.append(f"data root: {old_data.get('root')} -> {new_data.get('root')}")
+    old_files, new_files = old_data.get("files") or {}, new_data.get("files") or {}
+    for name in sorted(set(old_files) | set(new_files)):
+        if old_files.get(name) != new_files.get(name):
+            changes.append(f"data file {name}: its content changed (or it was added or removed)")
+    return changes
+
+
 def read_meta(path: Path) -> dict[str, Any] | None:
     """The recorded metadata, `None` when there is none; a damaged file is named with the fix."""
     if not path.is_file():
