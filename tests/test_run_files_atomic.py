@@ -149,3 +149,22 @@ def test_resume_refuses_changed_data_and_names_it(
     with pytest.warns(UserWarning, match="changed inputs"):
         status = main(["fit", *resume, "--trainer.max_epochs", "2", "--on_changed_inputs=warn"])
     assert status == 0
+
+
+def test_a_run_folder_in_use_is_refused(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two fits started with one --run_name would write one folder (config of one, checkpoints
+    of the other): the second stops, naming the holder, and nothing of it is written."""
+    import fcntl
+
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    with open(runs / "a" / ".lock", "a+") as other:  # the first fit, still running
+        other.write("crossdistill pid 4242 on node7\n")
+        other.flush()
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert main(["fit", *BASE, *tiny(bench, runs), "--run_name", "a"]) == 2
+        assert "in use by crossdistill pid 4242 on node7" in capsys.readouterr().err
+        assert sorted(p.name for p in (runs / "a").iterdir()) == [".lock"]
+    assert main(["fit", *BASE, *tiny(bench, runs), "--run_name", "a"]) == 0  # once it ended

@@ -22,7 +22,7 @@ import importlib
 import os
 import sys
 import warnings
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from jsonargparse import Namespace
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -41,6 +41,7 @@ from lightning_modules.runs.directory import (
     RunDirError,
     RunLocation,
     locate_run,
+    lock_folder,
 )
 from lightning_modules.runs.list_items import expand_list_items
 from lightning_modules.runs.meta import read_meta
@@ -49,6 +50,8 @@ from lightning_modules.runs.preemption import PREEMPTED_EXIT_CODE, Preempted, Pr
 from lightning_modules.task_module import CheckpointMismatchError
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
+_HELD_LOCKS: list[IO[str]] = []
+"""Run folder locks of the command running in this process, released when it ends."""
 DEFAULT_LOGGER = {
     "class_path": "pytorch_lightning.loggers.CSVLogger",
     "init_args": {"save_dir": DEFAULT_RUNS_ROOT},
@@ -114,6 +117,8 @@ class CrossdistillCLI(LightningCLI):
             os.environ,
         )
         _refuse_selection_on_test_videos(subcommand, config)
+        if rank_zero_only.rank == 0:  # DDP's other ranks share the folder of rank 0
+            _HELD_LOCKS.append(lock_folder(location.stage_dir))
         config.run_name = location.name
         config.ckpt_path = location.ckpt_path
         previous = None
@@ -236,6 +241,8 @@ def run(argv: list[str]) -> int:
         print(f"crossdistill {argv[0]}: {err}", file=sys.stderr)
         return 1
     finally:
+        while _HELD_LOCKS:
+            _HELD_LOCKS.pop().close()
         if previous is None:
             os.environ.pop(RUN_NAME_ENV, None)
         else:

@@ -12,10 +12,14 @@ the beginning in the same folder.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 RUN_NAME_ENV = "CROSSDISTILL_RUN_NAME"
 CHECKPOINTS = "checkpoints"
@@ -78,6 +82,32 @@ def locate_run(
             "new run with another --run_name (or none, for a time-stamped one)"
         )
     return RunLocation(name, run_dir, stage_dir, ckpt_path, resumed)
+
+
+LOCK_FILE = ".lock"
+
+
+def lock_folder(folder: Path) -> IO[str]:
+    """Hold an exclusive lock on `folder` for as long as this process lives (the system drops
+    it when the process ends, even on kill -9): two commands started with one run name would
+    otherwise write one folder together. Returns the open lock file; keep it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunDirError(
+            f"{folder} is in use by {holder}: two commands would write one run folder. Fix: "
+            "wait for it to end, or give this run another --run_name"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"crossdistill pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
 
 
 def _run_checkpoint(run_dir: Path, which: str) -> Path:
