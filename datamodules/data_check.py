@@ -25,6 +25,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from datamodules.annotations import AnnotationError, VideoRecord
 from datamodules.datamodule import MultimodalDataModule, SubsetReport
+from datamodules.errors import debugging, find_cause
 from datamodules.sources.base import DataError, Problem
 from datamodules.synthetic.generator import SyntheticConfig, root_problem
 
@@ -70,8 +71,11 @@ def main(argv: list[str]) -> int:
         data_args.synthetic = None  # complete: read it as it is
     try:
         datamodule = parser.instantiate(config).data
-    except DataError as err:
-        print(f"data-check: the data config cannot be used: {err}", file=sys.stderr)
+    except Exception as err:
+        found = find_cause(err, (DataError, AnnotationError))
+        if found is None or debugging():
+            raise
+        print(f"data-check: the data config cannot be used: {found}", file=sys.stderr)
         return 1
     return 1 if run_checks(datamodule, print) else 0
 

@@ -196,6 +196,11 @@ class MultimodalDataModule(pl.LightningDataModule):
         if synthetic is not None and not is_complete(self.root, synthetic):
             log.info("generating the synthetic benchmark under %s", self.root)
             generate_benchmark(self.root, synthetic)
+        if not self.root.is_dir():
+            raise DataError(
+                f"data root {self.root} ({self.root.resolve()}) does not exist or is not a "
+                "folder. Fix: set data.init_args.root to the dataset's folder"
+            )
         self.manifest = _read_manifest(self.root)
         self.modalities = dict(modalities)
         for name, source in self.modalities.items():

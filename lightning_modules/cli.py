@@ -9,8 +9,11 @@ models and datamodules chosen by `class_path` in YAML. The project's subcommands
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
+
+from datamodules.errors import DEBUG_ENV
 
 LIGHTNING_COMMANDS: dict[str, str] = {
     "fit": "train a model (teacher or distilled student)",
@@ -52,7 +55,9 @@ PROJECT_COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(len(name) for name in [*LIGHTNING_COMMANDS, *PROJECT_COMMANDS])
-    lines = ["usage: crossdistill COMMAND [options]   (crossdistill COMMAND --help)", ""]
+    lines = ["usage: crossdistill [--debug] COMMAND [options]   (crossdistill COMMAND --help)"]
+    lines.append("  --debug: print a traceback with the message of a configuration or data error")
+    lines.append("")
     lines.append("Lightning commands:")
     lines += [f"  {name:<{width}}  {text}" for name, text in LIGHTNING_COMMANDS.items()]
     lines.append("")
@@ -75,6 +80,9 @@ def run_lightning(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:  # a user error's traceback as well as its message
+        args.remove("--debug")
+        os.environ[DEBUG_ENV] = "1"
     if not args or args[0] in ("-h", "--help"):
         print(_usage())
         return 0

@@ -180,6 +180,18 @@ def test_a_teacher_of_another_class_order_is_refused(
     built = build(config, feature_bench, tmp_path, {"flow": swapped}, "--trainer.max_steps=1")
     with pytest.raises(TeacherMismatchError, match=rf"class 0 is {classes[1]!r} in the teacher"):
         built.trainer.fit(built.model, built.datamodule)
+    # through the command: one message, exit 1; the failed start does not block its run name
+    from lightning_modules.cli import main
+
+    runs = tmp_path / "runs"
+    args = [
+        "fit", *FEATURES, *with_base(config), *quiet_features_run(feature_bench, runs),
+        f"--model.init_args.teachers.flow={swapped}", "--run_name=kd",
+    ]  # fmt: skip
+    for _ in range(2):
+        assert main(args) == 1
+    assert (runs / "kd" / "config.failed.yaml").is_file()
+    assert not (runs / "kd" / "config.yaml").exists()
 
 
 @pytest.mark.slow

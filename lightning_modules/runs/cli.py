@@ -32,10 +32,14 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from datamodules.annotations import AnnotationError
+from datamodules.errors import debugging, find_cause
+from datamodules.sources.base import DataError
 from lightning_modules.runs.callbacks import RunCheckpoint, RunRecorder
 from lightning_modules.runs.checkpoint_io import RunCheckpointIO
 from lightning_modules.runs.directory import (
     CHECKPOINTS,
+    CONFIG_FILE,
     META_FILE,
     RUN_NAME_ENV,
     RunDirError,
@@ -52,6 +56,8 @@ from lightning_modules.task_module import CheckpointMismatchError
 DEFAULT_RUNS_ROOT = "outputs/runs"
 _HELD_LOCKS: list[IO[str]] = []
 """Run folder locks of the command running in this process, released when it ends."""
+_STARTED: list[RunLocation] = []
+"""The run the command running in this process writes (for the clean-up of a failed start)."""
 DEFAULT_LOGGER = {
     "class_path": "pytorch_lightning.loggers.CSVLogger",
     "init_args": {"save_dir": DEFAULT_RUNS_ROOT},
@@ -119,6 +125,7 @@ class CrossdistillCLI(LightningCLI):
         _refuse_selection_on_test_videos(subcommand, config)
         if rank_zero_only.rank == 0:  # DDP's other ranks share the folder of rank 0
             _HELD_LOCKS.append(lock_folder(location.stage_dir))
+            _STARTED.append(location)
         config.run_name = location.name
         config.ckpt_path = location.ckpt_path
         previous = None
@@ -185,6 +192,18 @@ def _refuse_selection_on_test_videos(subcommand: str, config: Namespace) -> None
         )
 
 
+def _unblock_failed_start(location: RunLocation) -> None:
+    """A new fit that stopped on a user error before its first checkpoint leaves its config as
+    `config.failed.yaml`, so that the same --run_name can start again (nothing is deleted)."""
+    if location.resumed or location.stage_dir != location.run_dir:
+        return
+    if any((location.run_dir / CHECKPOINTS).glob("*.ckpt")):
+        return
+    config = location.run_dir / CONFIG_FILE
+    if config.is_file():
+        config.replace(location.run_dir / "config.failed.yaml")
+
+
 def _place_loggers(loggers: Any, location: RunLocation, wandb_id: str | None) -> Any:
     """Point the configured loggers at the run's folder; the W&B run is named after the run.
 
@@ -226,21 +245,37 @@ def _import(class_path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+USER_ERRORS = (
+    RunDirError,
+    DataError,
+    AnnotationError,
+    CheckpointMismatchError,
+    NonFiniteError,
+    FileNotFoundError,
+)
+"""Errors that mean a mistake in the command, config or data; their messages name the fix."""
+
+
 def run(argv: list[str]) -> int:
     """Run one Lightning command; `argv` starts with the subcommand."""
     previous = os.environ.get(RUN_NAME_ENV)
     try:
         CrossdistillCLI(argv)
-    except RunDirError as err:
-        print(f"crossdistill {argv[0]}: {err}", file=sys.stderr)
-        return 2
     except (Preempted, SIGTERMException) as stop:
         print(f"crossdistill {argv[0]}: preempted: {stop or 'SIGTERM'}", file=sys.stderr)
         return PREEMPTED_EXIT_CODE
-    except (NonFiniteError, CheckpointMismatchError) as err:
-        print(f"crossdistill {argv[0]}: {err}", file=sys.stderr)
+    except Exception as err:
+        found = find_cause(err, USER_ERRORS)
+        if found is None or debugging():
+            raise
+        print(f"crossdistill {argv[0]}: {found}", file=sys.stderr)
+        if isinstance(found, RunDirError):
+            return 2
+        for location in _STARTED:
+            _unblock_failed_start(location)
         return 1
     finally:
+        _STARTED.clear()
         while _HELD_LOCKS:
             _HELD_LOCKS.pop().close()
         if previous is None:

@@ -1,0 +1,47 @@
+"""A user's mistake in a config or on the command line is one message with its fix and exit
+status 1, never a traceback (`crossdistill --debug ...` adds the traceback)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import BASE, CONFIGS, CONSOLE_SCRIPT, subprocess_env
+
+DATA = str(CONFIGS / "data" / "synthetic.yaml")
+
+
+def crossdistill(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path),
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "message"),
+    [
+        ("data-check", "--data.init_args.root=/no/such/dataset", "data root /no/such/dataset"),
+        ("data-check", "--data.init_args.window_seconds=0", "window_seconds must be > 0"),
+        ("fit", "--data.init_args.root=/no/such/dataset", "data root /no/such/dataset"),
+    ],
+    ids=["data-check-root", "data-check-window", "fit-root"],
+)
+def test_config_mistakes_are_one_message(
+    tmp_path: Path, command: str, flag: str, message: str
+) -> None:
+    configs = ["--config", DATA] if command == "data-check" else BASE
+    runs = f"--trainer.default_root_dir={tmp_path / 'runs'}"
+    extra = [runs, "--run_name=x"] if command == "fit" else []
+    done = crossdistill(tmp_path, command, *configs, flag, *extra)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert message in done.stderr and "Fix:" in done.stderr
+    assert "Traceback" not in done.stderr and "Given value" not in done.stderr
+    if command == "fit":
+        debug = crossdistill(tmp_path, "--debug", command, *configs, flag, runs, "--run_name=y")
+        assert "Traceback" in debug.stderr and message in debug.stderr
