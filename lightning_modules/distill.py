@@ -25,6 +25,7 @@ from torch import nn
 
 from lightning_modules.distillation import Objective
 from lightning_modules.models.outputs import ModelOutput
+from lightning_modules.runs.checkpoint_io import DamagedCheckpointError, check_checkpoint_file
 from lightning_modules.task_module import (
     CheckpointMismatchError,
     TaskModule,
@@ -32,7 +33,13 @@ from lightning_modules.task_module import (
 )
 from lightning_modules.tasks import Task
 from lightning_modules.teacher import TeacherModule
-from lightning_modules.teacher_cache import cache_modality, objective_taps, open_cache, unpack
+from lightning_modules.teacher_cache import (
+    cache_modality,
+    objective_taps,
+    open_cache,
+    teacher_modalities,
+    unpack,
+)
 
 
 def load_frozen_teacher(checkpoint: str | Path) -> nn.Module:
@@ -63,6 +70,49 @@ def _first_difference(teacher: Any, data: Any) -> str:
     return f"{teacher}, the data has {data}"
 
 
+TRAIN_A_TEACHER = (
+    "Fix: point teachers.<name> at the checkpoint of a teacher run, "
+    "RUN_DIR/checkpoints/best.ckpt of `crossdistill fit --config configs/teacher/...`"
+)
+
+
+def check_teacher_file(path: Path) -> None:
+    """Refuse, naming the file, what it is and the fix, anything that is not a TeacherModule
+    checkpoint: a text file, a student export, a distilled student's checkpoint."""
+    try:
+        check_checkpoint_file(path)
+    except DamagedCheckpointError:
+        raise TeacherMismatchError(
+            f"teacher checkpoint {path} is not a checkpoint (not a torch zip file: a text "
+            f"file, or cut off while being written). {TRAIN_A_TEACHER}"
+        ) from None
+    # `mmap` reads only what is looked at: the keys, not the weights
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(checkpoint, dict):
+        raise TeacherMismatchError(
+            f"teacher checkpoint {path} holds no checkpoint. {TRAIN_A_TEACHER}"
+        )
+    if "student" in checkpoint.get("hyper_parameters", {}) or {
+        "model",
+        "task",
+        "modalities",
+    } <= set(checkpoint):
+        what = (
+            "a student export (.student.pt)"
+            if "modalities" in checkpoint
+            else ("a distilled student's checkpoint")
+        )
+        raise TeacherMismatchError(
+            f"teacher checkpoint {path} is {what}, not a teacher's: a student is distilled from "
+            f"teachers trained on their own modality. {TRAIN_A_TEACHER}"
+        )
+    if "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise TeacherMismatchError(
+            f"teacher checkpoint {path} is a torch file but not a Lightning checkpoint (keys "
+            f"{sorted(checkpoint)[:6]}). {TRAIN_A_TEACHER}"
+        )
+
+
 def load_teacher_module(checkpoint: str | Path) -> TeacherModule:
     """A TeacherModule checkpoint with its model frozen (eval mode, gradients off); the module
     also carries what the checkpoint records of its training data (`held_out_digest`)."""
@@ -72,6 +122,7 @@ def load_teacher_module(checkpoint: str | Path) -> TeacherModule:
             f"teacher checkpoint {path} does not exist. Fix: train the teacher first "
             "(crossdistill fit --config configs/teacher/...) and point teachers.<name> at its .ckpt"
         )
+    check_teacher_file(path)
     module = TeacherModule.load_from_checkpoint(path, map_location="cpu")
     module.model.eval()
     module.model.requires_grad_(False)
@@ -138,13 +189,30 @@ class DistillModule(TaskModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        self.check_teacher_classes()
         datamodule = self.trainer.datamodule
+        self.check_teacher_classes()
+        self.check_teacher_inputs(datamodule)
         if stage == "fit" and hasattr(datamodule, "include_held_out_in_training"):
             # only the teachers are trained without the held-out videos (Radevski et al.)
             datamodule.include_held_out_in_training()
         if self.teacher_mode == "cached" and stage == "fit":
             self.attach_teacher_caches(datamodule)
+
+    def check_teacher_inputs(self, datamodule: Any) -> None:
+        """Refuse an online teacher whose modalities the data does not load (e.g. a pose
+        teacher's checkpoint given as `teachers.flow`), naming it, before the first batch."""
+        loaded = getattr(datamodule, "modalities", None)
+        if loaded is None:
+            return
+        for name, teacher in self.teachers.items():
+            reads = teacher_modalities(teacher)
+            if missing := sorted(set(reads) - set(loaded)):
+                raise TeacherMismatchError(
+                    f"teacher {name!r} ({self.teacher_checkpoints[name]}) reads {reads}, but the "
+                    f"data loads {sorted(loaded)}: {missing} missing. Fix: point teachers.{name} "
+                    f"at the checkpoint of a teacher on the loaded modalities, or add {missing} "
+                    "to data.init_args.load"
+                )
 
     def check_teacher_classes(self) -> None:
         """Refuse a teacher trained with other classes, or another class order: its logits

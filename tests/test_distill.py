@@ -194,6 +194,33 @@ def test_a_teacher_of_another_class_order_is_refused(
     assert not (runs / "kd" / "config.yaml").exists()
 
 
+def test_a_wrong_teacher_file_is_named_with_what_it_is(
+    feature_bench: Path, teacher_checkpoints: dict, tmp_path: Path
+) -> None:
+    """A text file, a student export, a distilled student's checkpoint or a teacher of another
+    modality under `teachers.flow`: each refused with the file, what it is and the fix."""
+    from lightning_modules.distill import TeacherMismatchError, load_teacher_module
+
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(TeacherMismatchError, match=r"notes\.ckpt is not a checkpoint"):
+        load_teacher_module(text)
+    export = tmp_path / "best.student.pt"
+    torch.save({"model": {}, "state_dict": {}, "task": {}, "modalities": ["rgb"]}, export)
+    with pytest.raises(TeacherMismatchError, match=r"is a student export"):
+        load_teacher_module(export)
+    flow = torch.load(teacher_checkpoints["flow"], map_location="cpu", weights_only=False)
+    student = {**flow, "hyper_parameters": {**flow["hyper_parameters"], "student": {}}}
+    torch.save(student, tmp_path / "student.ckpt")
+    with pytest.raises(TeacherMismatchError, match=r"a distilled student's checkpoint"):
+        load_teacher_module(tmp_path / "student.ckpt")
+    config = CONFIGS / "distill" / "dense_features_dai21_flow.yaml"
+    pose_as_flow = {"flow": teacher_checkpoints["pose"]}
+    built = build(config, feature_bench, tmp_path, pose_as_flow, "--trainer.max_steps=1")
+    with pytest.raises(TeacherMismatchError, match=r"teacher 'flow' .* reads \['pose'\]"):
+        built.trainer.fit(built.model, built.datamodule)
+
+
 @pytest.mark.slow
 def test_smoke_distillation_under_ddp_and_bf16(tmp_path: Path) -> None:
     """configs/smoke/distill.yaml after configs/smoke/teacher.yaml, as the README says, on two
