@@ -214,6 +214,27 @@ def test_boxes_of_an_unknown_category_name_the_file(tmp_path: Path) -> None:
     assert problem.path == str(path) and "'cat'" in problem.what
 
 
+@pytest.mark.parametrize(
+    ("box2d", "score", "message"),
+    [
+        ({"x1": float("nan"), "y1": 0, "x2": 4, "y2": 4}, 0.9, "non-finite"),
+        ({"x1": 0, "y1": 0, "x2": 4, "y2": 4}, float("inf"), "non-finite"),
+        ({"x1": 6, "y1": 0, "x2": 2, "y2": 4}, 0.9, "inverted box"),
+    ],
+    ids=["nan-coordinate", "inf-score", "x2-before-x1"],
+)
+def test_bad_boxes_are_a_problem_naming_the_file_and_frame(
+    tmp_path: Path, box2d: dict, score: float, message: str
+) -> None:
+    """Before, NaN boxes passed the check and crashed the fit with "scores contain NaN"."""
+    frames = [{"frame": 0, "labels": []}, {"frame": 1, "labels": [
+        {"box2d": box2d, "category": "ball", "score": score}]}]  # fmt: skip
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"fps": 10, "width": 8, "height": 8, "frames": frames}))
+    [problem] = bound(BoxSource("{video_id}.json", ["ball"]), tmp_path).check(record(0.2, "b"))
+    assert problem.path == str(path) and message in problem.what and "frame 1" in problem.what
+
+
 @pytest.fixture
 def features(tmp_path: Path) -> Path:
     """THUMOS-like features: stride 4, window 16 at 10 fps; value = feature index, 2 channels

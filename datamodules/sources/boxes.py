@@ -10,6 +10,7 @@ boxes. Coordinates are normalised to the centred square view the video sources c
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -113,6 +114,31 @@ class BoxSource(Source):
         }
 
 
+def _box_values(label: dict[str, Any], frame: int) -> tuple[float, ...]:
+    """x1, y1, x2, y2 and score of one detection, refused when not finite or inverted (a NaN
+    box would crash training later as "scores contain NaN", naming nothing)."""
+    try:
+        box = label["box2d"]
+        values = tuple(float(box[k]) for k in ("x1", "y1", "x2", "y2"))
+        score = float(label.get("score", 1.0))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"frame {frame} has a box without numeric x1, y1, x2, y2 ({err!r})"
+        ) from None
+    if not all(math.isfinite(v) for v in (*values, score)):
+        raise ValueError(
+            f"frame {frame} has a box with a non-finite value: box2d {label['box2d']}, score "
+            f"{score}; fix or drop that detection"
+        )
+    x1, y1, x2, y2 = values
+    if x2 < x1 or y2 < y1:
+        raise ValueError(
+            f"frame {frame} has an inverted box (x2 < x1 or y2 < y1): {label['box2d']}; boxes "
+            "are x1, y1 (top left) and x2, y2 (bottom right) in pixels"
+        )
+    return x1, y1, x2, y2, score
+
+
 @lru_cache(maxsize=64)
 def _parse(path: Path, mtime_ns: int, categories: tuple[str, ...]) -> BoxFile:
     """Parse a box file once per process and version (a window reads a few frames of a
@@ -136,15 +162,15 @@ def _parse(path: Path, mtime_ns: int, categories: tuple[str, ...]) -> BoxFile:
                     f"frame {t} has a box of category {category!r}, not one of "
                     f"{list(categories)}; fix the file or the categories option"
                 )
-            box = label["box2d"]
+            x1, y1, x2, y2, score = _box_values(label, t)
             rows.append(
                 (
-                    (box["x1"] - x0) / side,
-                    (box["y1"] - y0) / side,
-                    (box["x2"] - x0) / side,
-                    (box["y2"] - y0) / side,
+                    (x1 - x0) / side,
+                    (y1 - y0) / side,
+                    (x2 - x0) / side,
+                    (y2 - y0) / side,
                     index[category],
-                    label.get("score", 1.0),
+                    score,
                 )
             )
         parsed.append(np.array(rows, dtype=np.float32).reshape(-1, 6))
