@@ -324,6 +324,7 @@ def test_activitynet_unknown_label_names_file_video_label_and_fix(tmp_path: Path
     ("annotation", "problem"),
     [
         ({"segment": [5.0, 3.0], "label": "A"}, "segment ends at 3 s, before its start at 5 s"),
+        ({"segment": [-1.0, 3.0], "label": "A"}, "segment starts at -1 s, before the video"),
         ({"segment": [5.0], "label": "A"}, "is not {'segment': [start, end], 'label': name}"),
         ({"segment": [1.0, "x"], "label": "A"}, "segment end is 'x', not a number"),
         ({"segment": [1.0, 2.0]}, "is not {'segment': [start, end], 'label': name}"),
@@ -345,6 +346,25 @@ def test_activitynet_missing_and_broken_files(tmp_path: Path) -> None:
     results = write_json(tmp_path / "results.json", {"results": {}})
     with pytest.raises(AnnotationError, match=r'no top-level "database".*read_activitynet_results'):
         read_activitynet(results)
+
+
+def test_duplicates_and_byte_order_marks(tmp_path: Path) -> None:
+    """A video listed twice (Charades CSV) or a key twice in a JSON object used to keep the last
+    entry silently; a UTF-8 byte-order mark (Excel's CSVs) is not part of the first column."""
+    twice = CHARADES_CSV + CHARADES_CSV.splitlines(keepends=True)[2]
+    with pytest.raises(
+        AnnotationError,
+        match=r"train\.csv:6: video 'N11GT': the video is listed twice \(lines 3 and 6\)",
+    ):
+        read_charades(charades_files(tmp_path / "twice", twice))
+    bom = read_charades(charades_files(tmp_path / "bom", "\ufeff" + CHARADES_CSV))
+    assert list(bom.records) == ["46GP8", "N11GT", "XKJ5M"]
+    text = '{"database": {"abc": {"subset": "training", "annotations": []}, "abc": {}}}'
+    path = write(tmp_path / "dup.json", text)
+    with pytest.raises(AnnotationError, match=r"the key 'abc' appears twice in one object"):
+        read_activitynet(path)
+    path = write(tmp_path / "bom.json", "\ufeff" + json.dumps({"database": {}}))
+    assert read_activitynet(path).records == {}
 
 
 def test_activitynet_results_with_ground_truth_classes(tmp_path: Path) -> None:

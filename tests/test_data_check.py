@@ -82,3 +82,38 @@ def test_empty_subset_and_full_lightning_configs(
     args = ["--config", CONFIG, "--config", str(experiment), f"--data.init_args.root={bench}"]
     assert main([*args, "--data.init_args.test_subset=holdout"]) == 1
     assert "no subset 'holdout'" in capsys.readouterr().out
+
+
+def test_segments_after_the_video_end_are_reported_and_block_when_most_are(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """One late segment (a known annotation error, THUMOS14's video_test_0000270) is listed;
+    times written in frames put most segments after their video's end, which blocks."""
+    root = copy_benchmark(bench, tmp_path / "bench")
+    path = root / "annotations" / "activitynet.json"
+    original = json.loads(path.read_text())
+    args = ["--config", CONFIG, f"--data.init_args.root={root}"]
+    one = json.loads(json.dumps(original))
+    video_id, entry = next((v, e) for v, e in one["database"].items() if e["annotations"])
+    entry["annotations"][0]["segment"] = [entry["duration"] + 5, entry["duration"] + 9]
+    path.write_text(json.dumps(one))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 of" in out and "start after their video's end" in out and video_id in out
+    frames = json.loads(json.dumps(original))
+    for entry in frames["database"].values():
+        for annotation in entry["annotations"]:
+            annotation["segment"] = [t * 10 for t in annotation["segment"]]  # frames at 10 fps
+    path.write_text(json.dumps(frames))
+    assert main(args) == 1
+    assert "the times are not in seconds" in capsys.readouterr().out
+
+
+def test_an_annotation_error_keeps_its_line(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = copy_benchmark(bench, tmp_path / "bench")
+    path = root / "annotations" / "activitynet.json"
+    path.write_text('{"database": {\n "a": \n}}')
+    assert main(["--config", CONFIG, f"--data.init_args.root={root}"]) == 1
+    assert f"{path}:3" in capsys.readouterr().out

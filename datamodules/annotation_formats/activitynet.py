@@ -103,17 +103,18 @@ def _record(
         raise annotation_error(
             path, '"annotations" is not a list', "give the video a list of annotations", video=vid
         )
+    duration = entry.get("duration")
+    duration = None if duration is None else number(duration, path, "duration", video=vid)
     segments = []
     for annotation in annotations:
         segment = _segment(path, vid, annotation)
         label_ids.add((segment.label, as_int(annotation.get("label_id"))))
         segments.append(segment)
-    duration = entry.get("duration")
     fps = entry.get("fps")
     return VideoRecord(
         video_id=vid,
         subset=entry["subset"],
-        duration=None if duration is None else number(duration, path, "duration", video=vid),
+        duration=duration,
         segments=sorted_segments(segments),
         fps=None if fps is None else number(fps, path, "fps", video=vid),
     )

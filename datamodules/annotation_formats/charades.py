@@ -44,13 +44,24 @@ def read_charades(
     )
     vocabulary = _classes(classes_path)
     subset = subset if subset is not None else split
-    records = {}
+    records, lines = {}, {}
     for line, row in csv_rows(path, REQUIRED_COLUMNS):
         vid = row["id"]
+        if vid in records:
+            raise annotation_error(
+                path,
+                f"the video is listed twice (lines {lines[vid]} and {line}), so one row would "
+                "be dropped",
+                "keep one row per video",
+                video=vid,
+                line=line,
+            )
+        lines[vid] = line
+        duration = number(row["length"], path, "length", video=vid, line=line)
         records[vid] = VideoRecord(
             video_id=vid,
             subset=subset,
-            duration=number(row["length"], path, "length", video=vid, line=line),
+            duration=duration,
             segments=_actions(path, vid, row["actions"], vocabulary, line),
         )
     return AnnotationSet(vocabulary.names, records, path)

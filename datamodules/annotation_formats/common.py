@@ -30,17 +30,39 @@ def require_file(path: str | Path, what: str, fix: str) -> Path:
     return path
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys must be distinct: json.load would keep the last silently."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKey(key)
+        found[key] = value
+    return found
+
+
 def load_json(path: Path, what: str, fix: str) -> Any:
-    """Parse a JSON file, reporting a missing or broken file by its name and line."""
-    with require_file(path, what, fix).open(encoding="utf-8") as f:
+    """Parse a JSON file (a UTF-8 byte-order mark allowed), reporting a missing or broken file
+    by its name and line, and a key that appears twice in one object (a video listed twice)."""
+    with require_file(path, what, fix).open(encoding="utf-8-sig") as f:
         try:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise annotation_error(
                 path,
                 f"not valid JSON ({err.msg})",
                 "re-download or repair the file",
                 line=err.lineno,
+            ) from None
+        except _DuplicateKey as err:
+            raise annotation_error(
+                path,
+                f"the key {err.args[0]!r} appears twice in one object, so one of its entries "
+                "would be dropped",
+                "merge the two entries into one",
             ) from None
 
 
@@ -50,7 +72,7 @@ def csv_rows(path: Path, columns: Iterable[str]) -> Iterator[tuple[int, dict[str
     A row with more or fewer fields than the header is an error: it is almost always an unquoted
     comma in a free-text field, which would shift every later column.
     """
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:  # a byte-order mark is not a column
         rows = csv.DictReader(f)
         missing = [c for c in columns if c not in (rows.fieldnames or ())]
         if missing:
@@ -86,14 +108,18 @@ def number(
 def check_span(
     start: float, end: float, unit: str, path: Path, *, video: str, line: int | None = None
 ) -> None:
-    """Reject a segment that ends before it starts; zero-length ones are real (ActivityNet)."""
+    """Reject a segment that ends before it starts or starts before the video. Zero-length
+    segments are real (ActivityNet), and so are ends past the duration (288 in ActivityNet
+    v1.3; clipped when read); segments that start after their video's end are reported by
+    `crossdistill data-check` (`segments_after_end`)."""
+    problem = None
     if end < start:
+        problem = f"segment ends at {end:g} {unit}, before its start at {start:g} {unit}"
+    elif start < 0:
+        problem = f"segment starts at {start:g} {unit}, before the video starts"
+    if problem is not None:
         raise annotation_error(
-            path,
-            f"segment ends at {end:g} {unit}, before its start at {start:g} {unit}",
-            "correct or drop this segment",
-            video=video,
-            line=line,
+            path, problem, "correct or drop this segment", video=video, line=line
         )
 
 
@@ -183,7 +209,7 @@ def as_int(value: object) -> int | None:
 def class_list(path: Path, fix: str) -> list[tuple[int, str, str]]:
     """The `(line number, key, name)` of each `key name` line of a class list file."""
     entries = []
-    with require_file(path, "class list", fix).open(encoding="utf-8") as f:
+    with require_file(path, "class list", fix).open(encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, start=1):
             parts = line.split(maxsplit=1)
             if len(parts) == 1:

@@ -124,7 +124,7 @@ def test_segments_without_subset_score_every_video(
         ("vid_c", {"label": "run", "score": 1, "segment": [0, 1]}, "subset 'training'"),
         ("vid_a", {"label": "fly", "score": 1, "segment": [0, 1]}, "'fly'"),
         ("vid_a", {"label": "jump", "score": 1, "segment": [5, 1]}, "before its start"),
-        ("vid_a", {"label": "jump", "score": 1, "segment": [-2, 1]}, "negative time"),
+        ("vid_a", {"label": "jump", "score": 1, "segment": [-2, 1]}, "before the video starts"),
         ("vid_a", {"label": "jump", "score": float("nan"), "segment": [0, 1]}, "score"),
     ],
 )
