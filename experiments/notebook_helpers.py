@@ -156,6 +156,7 @@ def read_frames(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     with np.load(path, allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
     classes = [str(c) for c in arrays.pop("classes").reshape(-1)]
+    arrays.pop("stride", None)  # seconds per row, not a video
     return classes, arrays
 
 

@@ -21,8 +21,11 @@ segments: predictions in the ActivityNet results layout,
   predictions count as missed. Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ...}.
 
 frames: an npz holding a (T, K) score array per video id and a `classes` array naming the K
-  columns (labels of the ground truth). Row i stands for time (i + 0.5) * duration / T and is
-  positive for a class when that time lies in [start, end] of one of its segments. Every
+  columns (labels of the ground truth), and optionally `stride`, the seconds per row (what
+  crossdistill writes). Row i stands for time (i + 0.5) * stride, and T must then be the video's
+  number of steps (+-1): padded or cut arrays are refused; without `stride`, row i stands for
+  (i + 0.5) * duration / T. A row is positive for a class when that time lies in [start, end] of
+  one of its segments. Scores must be finite. Every
   evaluated video needs scores, and every class with ground truth a column.
   Prints {"frame_mAP": ..., "frame_mAP_all": ...} (classes with a positive / all columns).
 
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,7 @@ from datamodules.annotations import (
     read_activitynet,
     read_activitynet_results,
 )
+from datamodules.grid import video_steps
 from lightning_modules.metrics.accuracy import action_accuracy, topk_accuracy
 from lightning_modules.metrics.calibration import expected_calibration_error
 from lightning_modules.metrics.frame_map import frame_map
@@ -124,8 +129,10 @@ def evaluate_frames(ground_truth: Path, predictions: Path, subset: str | None) -
     """Per-frame mAP of per-video dense scores."""
     full = read_activitynet(ground_truth)
     truth = _subset(full, subset)
-    with np.load(predictions, allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
+    arrays = _load_npz(predictions)
+    stride = arrays.pop("stride", None)
+    if stride is not None and (stride.size != 1 or not float(stride) > 0):
+        raise EvaluationError(f"{predictions}: `stride` must be one positive number of seconds")
     if "classes" not in arrays:
         raise EvaluationError(f"{predictions}: no `classes` array naming the score columns")
     columns = [str(name) for name in arrays.pop("classes").reshape(-1)]
@@ -154,13 +161,26 @@ def evaluate_frames(ground_truth: Path, predictions: Path, subset: str | None) -
                 f"{predictions}: video {video!r}: scores have shape {video_scores.shape}, "
                 f"expected (T, {len(columns)}) with T >= 1"
             )
-        if np.isnan(video_scores).any():
-            row = int(np.argwhere(np.isnan(video_scores))[0, 0])
-            raise EvaluationError(f"{predictions}: video {video!r}: NaN score in row {row}")
+        if not np.isfinite(video_scores).all():
+            row, col = (int(i) for i in np.argwhere(~np.isfinite(video_scores))[0])
+            raise EvaluationError(
+                f"{predictions}: video {video!r}: score {video_scores[row, col]} (not finite) in "
+                f"row {row}, class {columns[col]!r}"
+            )
         if record.duration is None:
             raise EvaluationError(f"{ground_truth}: video {video!r} has no duration")
         steps = len(video_scores)
-        times = (np.arange(steps) + 0.5) * record.duration / steps
+        if stride is None:  # rows spread over the video
+            times = (np.arange(steps) + 0.5) * record.duration / steps
+        else:
+            times = (np.arange(steps) + 0.5) * float(stride)
+            expected = video_steps(record.duration, float(stride))
+            if abs(steps - expected) > 1:
+                raise EvaluationError(
+                    f"{predictions}: video {video!r}: {steps} rows of {float(stride):g} s, but "
+                    f"the video lasts {record.duration:g} s ({expected} rows): padded, cut, or "
+                    "another video's scores. Fix: write one row per step of the video"
+                )
         positive = np.zeros(video_scores.shape, dtype=bool)
         for segment in record.segments:
             if segment.label not in column:
@@ -231,9 +251,10 @@ def _head_arrays(
             scores[row] = values
         except (TypeError, ValueError):
             raise EvaluationError(f"{where}: scores must be numbers") from None
-        if np.isnan(scores[row]).any():
+        if not np.isfinite(scores[row]).all():
+            bad = int(np.argmax(~np.isfinite(scores[row])))
             raise EvaluationError(
-                f"{where}: NaN score for class {classes[int(np.argmax(np.isnan(scores[row])))]!r}"
+                f"{where}: score {scores[row, bad]} (not finite) for class {classes[bad]!r}"
             )
     if kind == "logits":
         shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
@@ -266,6 +287,27 @@ def _check_video(
     if video.startswith("v_") and video[2:] in full.records:
         hint = f" (the ground truth writes it {video[2:]!r}, without the v_ prefix)"
     raise EvaluationError(f"{path}: video {video!r} is not in {full.source}{hint}")
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an npz archive; a .npy, a truncated or a damaged file is named."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            raise EvaluationError(
+                f"{path}: one array (a .npy file), not an npz archive of one array per "
+                "video. Fix: save with np.savez(path, classes=..., VIDEO=scores, ...)"
+            )
+        with loaded as npz:
+            return {name: npz[name] for name in npz.files}
+    except EvaluationError:
+        raise
+    except FileNotFoundError:
+        raise EvaluationError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise EvaluationError(
+            f"{path}: not a readable npz archive ({err}): truncated or damaged. Fix: write it again"
+        ) from None
 
 
 def _load_json(path: Path) -> dict:

@@ -1,8 +1,9 @@
 """Test-time predictions written in the files `crossdistill evaluate` reads.
 
 dense: `frames.npz`, one `(T, K)` score array per video on the video's whole grid (windows put
-back in place) and `classes`; segments: `segments.json` in the ActivityNet results layout, times
-in seconds from the video start; clips: `clips.json` with per-head class names and scores.
+back in place), `classes` and `stride` (seconds per row, when every video has the same);
+segments: `segments.json` in the ActivityNet results layout, times in seconds from the video
+start; clips: `clips.json` with per-head class names and scores.
 Rows are collected per window on every rank and merged on rank 0.
 """
 
@@ -74,7 +75,10 @@ def _write_frames(rows: Sequence[dict], classes: list[str], path: Path) -> Path:
         if np.isnan(scores).any():
             missing = int(np.isnan(scores[:, 0]).sum())
             raise RuntimeError(f"{video_id}: {missing} steps were never scored by a test window")
-    np.savez_compressed(path, classes=np.array(classes), **videos)
+    strides = {row["stride"] for row in rows}
+    # the seconds per row, so that `evaluate frames` places rows in time, not spread over the video
+    stride = {"stride": np.float64(strides.pop())} if len(strides) == 1 else {}
+    np.savez_compressed(path, classes=np.array(classes), **stride, **videos)
     return path
 
 

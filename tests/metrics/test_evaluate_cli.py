@@ -211,6 +211,38 @@ def test_frames_errors_name_the_entry(
     assert expected[problem] in err
 
 
+def test_frames_refuse_rows_that_do_not_fit_the_video_and_unreadable_files(
+    ground_truth: Path, tmp_path: Path, capsys
+) -> None:
+    """With `stride` (what crossdistill writes) rows are placed in time: an array padded to
+    whole tiles is refused instead of being stretched over the video (perfect scores padded to
+    64-step tiles scored 0.44); Inf scores, a .npy and a truncated archive are named."""
+    columns = ["jump", "run"]
+    arrays = {v: t * 1.0 for v, t in frame_targets(columns).items()}
+    path = tmp_path / "s.npz"
+    argv = ["frames", "--ground-truth", str(ground_truth), "--predictions", str(path)]
+    argv += ["--subset", "validation"]
+    steps = {v: len(a) for v, a in arrays.items()}
+    stride = np.float64(DATABASE["vid_a"]["duration"] / steps["vid_a"])
+    np.savez(path, classes=np.array(columns), stride=stride, **arrays)
+    status, result, _ = run(argv, capsys)
+    assert status == 0 and result["frame_mAP"] == 1.0
+    padded = {v: np.concatenate([a, np.zeros((64 - len(a) % 64, 2))]) for v, a in arrays.items()}
+    np.savez(path, classes=np.array(columns), stride=stride, **padded)
+    status, _, err = run(argv, capsys)
+    assert status == 1 and "rows of" in err and "padded, cut, or another video's" in err
+    arrays["vid_a"][3, 0] = np.inf
+    np.savez(path, classes=np.array(columns), **arrays)
+    status, _, err = run(argv, capsys)
+    assert status == 1 and "'vid_a': score inf (not finite) in row 3, class 'jump'" in err
+    np.save(tmp_path / "one.npy", arrays["vid_b"])
+    status, _, err = run([*argv[:4], str(tmp_path / "one.npy"), *argv[5:]], capsys)
+    assert status == 1 and "not an npz archive" in err
+    path.write_bytes(path.read_bytes()[:200])
+    status, _, err = run(argv, capsys)
+    assert status == 1 and "truncated or damaged" in err and "Traceback" not in err
+
+
 def clip_file(tmp_path: Path, verbs: np.ndarray, nouns: np.ndarray, vl, nl) -> Path:
     heads = {
         "verb": [f"v{i}" for i in range(verbs.shape[1])],
@@ -254,6 +286,10 @@ def test_clips_against_sklearn_and_torchmetrics(tmp_path: Path, capsys) -> None:
         (lambda d: d["clips"]["clip4"]["noun"].__setitem__("label", "n99"), "'n99'"),
         (lambda d: d["clips"]["clip5"]["verb"]["scores"].pop(), "clip5"),
         (lambda d: d.__setitem__("scores", "probabilities"), "sum to 1"),
+        (
+            lambda d: d["clips"]["clip6"]["noun"]["scores"].__setitem__(0, float("inf")),
+            "clip 'clip6', head 'noun': score inf (not finite) for class 'n0'",
+        ),
     ],
 )
 def test_clips_errors_name_the_entry(tmp_path: Path, capsys, edit, message: str) -> None:
