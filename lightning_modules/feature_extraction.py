@@ -9,17 +9,21 @@ Lee et al.'s ActionFormer-style detector) then trains in seconds instead of deco
 Output folder: `<video_id>.npy` (float32, `ceil(T / pool) x D`) per video, and `meta.json` with
 the `FeatureSource` settings that read them back (`fps`, `stride` and `window` in frames), the
 encoder, the checkpoint's SHA-256, the command that wrote the folder, and each file's size and
-BLAKE2b digest (`files`). Every file is written atomically (temporary name, then `os.replace`);
-the old `meta.json` is removed first and the new one written last, so an interrupted run leaves
-no `meta.json` claiming files it did not finish. `FeatureSource.check` compares each file with
-its entry before training and names this command to rebuild a truncated or altered one.
+BLAKE2b digest (`files`). The whole folder is built beside the output (`.<name>.building`) and
+swapped in at the end: a run killed half-way leaves the previous folder as it was, never a mix
+of two checkpoints' features. An existing output folder is replaced only when it holds nothing
+but an earlier extraction's files (those its `meta.json` lists). Files are readable by the
+group, for shared datasets. `FeatureSource.check` compares each file with its entry before
+training and names this command to rebuild a truncated or altered one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -71,7 +75,6 @@ def extract_features(
         raise ValueError(f"pool must be >= 1, got {pool}")
     encoder.eval()
     out.mkdir(parents=True, exist_ok=True)
-    (out / META).unlink(missing_ok=True)  # the folder is not valid until the new one is written
     features: dict[str, np.ndarray] = {}
     for role in datamodule.distinct_roles():  # every video once, training parts included
         report = datamodule.inspect(role)
@@ -134,8 +137,17 @@ def main(argv: list[str]) -> int:
         return 2
     module = TeacherModule.load_from_checkpoint(config.checkpoint, map_location="cpu")
     encoder = module.model.encoder
+    out: Path = config.out
+    try:
+        check_replaceable(out)
+    except DataError as err:
+        print(f"extract-features: {err}", file=sys.stderr)
+        return 1
+    staging = out.parent / f".{out.name}.building"
+    if staging.exists():
+        shutil.rmtree(staging)  # left by a killed run of this command
     files: dict[str, dict] = {}
-    features = extract_features(encoder, datamodule, config.out, config.pool, files)
+    features = extract_features(encoder, datamodule, staging, config.pool, files)
     example = next(iter(datamodule.annotation_set.records.values()))
     stride_s = datamodule.window_seconds / datamodule.window_steps
     fps = float(example.fps or 0) or 1.0 / stride_s
@@ -153,6 +165,42 @@ def main(argv: list[str]) -> int:
         "command": shlex.join(["crossdistill", "extract-features", *argv]),
         "files": files,
     }
-    write_json_atomic(config.out / META, meta)
-    print(f"wrote features of {len(features)} videos ({meta['feature_dim']}-d) to {config.out}")
+    write_json_atomic(staging / META, meta)
+    swap_in(staging, out)
+    print(f"wrote features of {len(features)} videos ({meta['feature_dim']}-d) to {out}")
     return 0
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse an output folder holding anything but an earlier extraction's files."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataError(f"--out {out} is a file. Fix: name a folder")
+    present = {p.name for p in out.iterdir()}
+    if not present:
+        return
+    listed: set[str] = set()
+    try:
+        listed = {f"{video}.npy" for video in json.loads((out / META).read_text())["files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    foreign = sorted(present - listed - {META})
+    if META not in present or foreign:
+        shown = ", ".join(foreign[:3]) or "no meta.json"
+        raise DataError(
+            f"--out {out} holds files that no earlier extraction there lists ({shown}); "
+            "nothing was written. Fix: name an empty or new folder, or move those files out"
+        )
+
+
+def swap_in(staging: Path, out: Path) -> None:
+    """Put the finished folder in place of `out`; the previous one is removed only after."""
+    previous = out.parent / f".{out.name}.replaced"
+    if previous.exists():
+        shutil.rmtree(previous)
+    if out.exists():
+        out.rename(previous)
+    staging.rename(out)
+    if previous.exists():
+        shutil.rmtree(previous)

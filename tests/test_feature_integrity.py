@@ -112,3 +112,43 @@ def test_features_without_meta_get_the_usual_checks_only(
     (folder / "meta.json").unlink()
     dm = datamodule(bench, folder)
     dm.setup("fit")
+
+
+def test_a_killed_extraction_leaves_the_previous_folder_whole(
+    extracted: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, a killed run over an existing folder deleted meta.json and replaced files one by
+    one: the folder mixed two checkpoints' features. Now it is built beside and swapped in."""
+    import shlex
+    import stat
+
+    import lightning_modules.feature_extraction as extraction
+
+    _, out = extracted
+    folder = copy_of(out, tmp_path / "features")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    command = shlex.split(json.loads((folder / "meta.json").read_text())["command"])[2:]
+    argv = [*command[: command.index("--out")], "--out", str(folder)]
+    written = []
+    real_save = extraction.save_npy_atomic
+
+    def killed_after_two(path: Path, array):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # the job was killed
+        written.append(path)
+        return real_save(path, array)
+
+    monkeypatch.setattr(extraction, "save_npy_atomic", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    monkeypatch.undo()
+    assert main(argv) == 0  # over the earlier extraction and the killed run's leftovers
+    assert sorted(p.name for p in folder.iterdir()) == sorted(before)
+    assert not list(tmp_path.glob(".features.*"))
+    for path in folder.iterdir():
+        assert path.stat().st_mode & stat.S_IRGRP  # readable by the group
+
+    (folder / "thesis.tex").write_text("mine")
+    assert main(argv) == 1
+    assert (folder / "thesis.tex").read_text() == "mine"

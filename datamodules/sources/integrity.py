@@ -25,6 +25,8 @@ from typing import IO, Any
 import numpy as np
 
 DIGEST = "blake2b"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def file_digest(path: Path) -> str:
@@ -42,6 +44,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
     try:
+        os.chmod(handle.name, 0o666 & ~_UMASK)  # as a plain open() would (not tempfile's 0600)
         with handle:
             write(handle)
             handle.flush()
