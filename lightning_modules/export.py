@@ -45,8 +45,10 @@ from jsonargparse import ArgumentParser, Namespace
 from lightning_fabric.plugins import CheckpointIO
 from torch import nn
 
+from datamodules.sources.integrity import commit
 from lightning_modules.models.decomposed import DecomposedStudent
 from lightning_modules.models.encoder import ModalityEncoder
+from lightning_modules.runs.checkpoint_io import save_atomic, save_pending
 from lightning_modules.task_module import TaskModule
 from lightning_modules.tasks import Task
 
@@ -137,14 +139,7 @@ def export_payload(
 def save_export(payload: Mapping[str, Any], path: str | Path) -> Path:
     """Write atomically: a temporary file in the same folder, then renamed over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(dict(payload), temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    save_atomic(dict(payload), path)
     return path
 
 
@@ -208,8 +203,18 @@ class _ExportingCheckpointIO(CheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
-        self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
-        self.callback.export(checkpoint, Path(path))
+        """The export is written completely first, then the checkpoint, then the export is put
+        in place: a failure (a full disk) leaves the previous checkpoint and export together,
+        never a new checkpoint beside an export one epoch older."""
+        pending = self.callback.prepare_export(checkpoint, Path(path))
+        try:
+            self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
+        except BaseException:
+            if pending is not None:
+                pending.unlink(missing_ok=True)
+            raise
+        if pending is not None:
+            commit(pending, export_path(path))
 
     def load_checkpoint(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return self.inner.load_checkpoint(*args, **kwargs)
@@ -263,15 +268,17 @@ class StudentExport(pl.Callback):
             self._installed = None
         self._module = self._trainer = None
 
-    def export(self, checkpoint: dict[str, Any], path: Path) -> None:
+    def prepare_export(self, checkpoint: dict[str, Any], path: Path) -> Path | None:
+        """The export of the checkpoint being written to `path`, complete in a temporary file
+        beside its place (None when this checkpoint has no export)."""
         if self._module is None or not self.exports(path):
-            return
+            return None
         datamodule = getattr(self._trainer, "datamodule", None)
         class_names = getattr(self._module, "class_names", None)
         if class_names is None and datamodule is not None:
             class_names = datamodule.class_names
         payload = export_payload(checkpoint, self._module.model, class_names, path.name)
-        save_export(payload, export_path(path))
+        return save_pending(dict(payload), export_path(path))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -168,3 +168,32 @@ def test_a_run_folder_in_use_is_refused(
         assert "in use by crossdistill pid 4242 on node7" in capsys.readouterr().err
         assert sorted(p.name for p in (runs / "a").iterdir()) == [".lock"]
     assert main(["fit", *BASE, *tiny(bench, runs), "--run_name", "a"]) == 0  # once it ended
+
+
+def test_a_full_disk_keeps_the_checkpoint_and_its_export_together(
+    bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Before: torch's "[enforce fail ...]" with no word of disk space, and the new checkpoint
+    beside an export one epoch older. Now: the message says the disk is full, and last.ckpt and
+    last.student.pt stay the previous pair."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    assert main(["fit", *BASE, *tiny(bench, runs), "--run_name", "a"]) == 0
+    folder = runs / "a" / "checkpoints"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert "last.student.pt" in before
+    real_save = torch.save
+
+    def full_for_checkpoints(payload: object, handle: object, *args: object, **kw: object):
+        if isinstance(payload, dict) and "optimizer_states" in payload:
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64")
+        return real_save(payload, handle, *args, **kw)
+
+    monkeypatch.setattr(torch, "save", full_for_checkpoints)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    capsys.readouterr()
+    resume = ["--config", str(runs / "a/config.yaml"), "--ckpt_path", "last"]
+    assert main(["fit", *resume, "--trainer.max_epochs", "2"]) == 1
+    assert "no space left on the device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

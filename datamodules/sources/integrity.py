@@ -41,6 +41,12 @@ def file_digest(path: Path) -> str:
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write `path` through a fsynced temporary file in its folder, then `os.replace` it into
     place and fsync the folder (so that the new name survives a crash right after)."""
+    commit(write_pending(path, write), path)
+
+
+def write_pending(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """The first half of `write_atomic`: a complete, fsynced temporary file beside `path`
+    (`commit` puts it in place), for two files that must change together."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
     try:
@@ -49,9 +55,18 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
+        raise
+    return Path(handle.name)
+
+
+def commit(pending: Path, path: Path) -> None:
+    """Rename a `write_pending` file over `path` and make the rename durable."""
+    try:
+        os.replace(pending, path)
+    except BaseException:
+        pending.unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
 

@@ -16,6 +16,7 @@ torch's bare `EOFError` or zip error.
 from __future__ import annotations
 
 import errno
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,12 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from datamodules.sources.integrity import write_atomic
+from datamodules.sources.integrity import commit, write_pending
 from lightning_modules.runs.directory import RunDirError
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left where a checkpoint or export is written; nothing was replaced."""
 
 
 class DamagedCheckpointError(RunDirError):
@@ -50,19 +55,34 @@ class RunCheckpointIO(TorchCheckpointIO):
 
 def save_atomic(payload: Any, path: Path) -> None:
     """`torch.save` to `path` through a fsynced temporary file beside it, then rename."""
+    commit(save_pending(payload, path), path)
+
+
+def save_pending(payload: Any, path: Path) -> Path:
+    """`torch.save` into a complete temporary file beside `path` (`commit` puts it in place);
+    a full disk is named as such, and the file at `path` stays as it was."""
     for orphan in path.parent.glob(f".{path.name}.*"):
         orphan.unlink(missing_ok=True)  # left by a write that was killed
     try:
-        write_atomic(path, lambda handle: torch.save(payload, handle))
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return write_pending(path, lambda handle: torch.save(payload, handle))
+    except (OSError, RuntimeError) as err:
+        # torch reports a full disk from its zip writer as a RuntimeError ("[enforce fail ...")
+        full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+        if not full and not _disk_full(path.parent):
             raise
-        raise OSError(
-            err.errno,
+        raise DiskFullError(
+            errno.ENOSPC,
             f"no space left on the device of {path.parent} while writing {path.name}; the "
             f"previous {path.name} (if any) is kept unchanged. Fix: free disk space or quota "
             "there, then resume with `--ckpt_path last`",
         ) from err
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def check_checkpoint_file(path: Path) -> None:

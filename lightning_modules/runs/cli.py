@@ -36,7 +36,7 @@ from datamodules.annotations import AnnotationError
 from datamodules.errors import debugging, find_cause
 from datamodules.sources.base import DataError
 from lightning_modules.runs.callbacks import RunCheckpoint, RunRecorder
-from lightning_modules.runs.checkpoint_io import RunCheckpointIO
+from lightning_modules.runs.checkpoint_io import DiskFullError, RunCheckpointIO
 from lightning_modules.runs.directory import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -252,6 +252,7 @@ USER_ERRORS = (
     CheckpointMismatchError,
     NonFiniteError,
     FileNotFoundError,
+    DiskFullError,
 )
 """Errors that mean a mistake in the command, config or data; their messages name the fix."""
 
