@@ -353,9 +353,13 @@ class MultimodalDataModule(pl.LightningDataModule):
             for record, problems in pool.map(self._check_video, records):
                 report.records.append(record)
                 report.problems[record.video_id] = problems
-                broken = {p.modality for p in problems}
-                for name in self.modalities:
-                    report.coverage[name] += name not in broken
+        for source in self.modalities.values():  # e.g. one feature file of another width
+            for video_id, problems in source.check_across(report.records).items():
+                report.problems[video_id] = [*report.problems.get(video_id, []), *problems]
+        for record in report.records:
+            broken = {p.modality for p in report.problems[record.video_id]}
+            for name in self.modalities:
+                report.coverage[name] += name not in broken
         return report
 
     def _check_video(self, record: VideoRecord) -> tuple[VideoRecord, list[Problem]]:

@@ -272,6 +272,28 @@ def test_features_with_nan_or_too_short_name_the_file(features: Path) -> None:
         source.load(record(), TimeGrid(0.0, 2.0, 5))
 
 
+def test_a_feature_file_of_another_width_is_named_before_training(tmp_path: Path) -> None:
+    """Each file alone is fine; together one of them would fail collate mid-epoch, naming no
+    file. The datamodule's check compares widths across the videos it checks."""
+    from datamodules.datamodule import MultimodalDataModule
+
+    records = {
+        f"v{i}": {"subset": "training", "duration": 4.0, "annotations": []} for i in range(3)
+    }
+    (tmp_path / "gt.json").write_text(json.dumps({"database": records}))
+    for i in range(3):
+        np.save(tmp_path / f"v{i}.npy", np.zeros((10, 8 if i != 1 else 6), np.float32))
+    dm = MultimodalDataModule(
+        tmp_path, {"rgb": FeatureSource("{video_id}.npy", resample=True, fps=10.0)},
+        annotations="gt.json", annotation_format="activitynet", window_seconds=4.0,
+        window_steps=40, val_subset=None, num_workers=0,
+    )  # fmt: skip
+    report = dm.inspect("train")
+    [problem] = report.all_problems
+    assert problem.path == str(tmp_path / "v1.npy") and "has 6 channels" in problem.what
+    assert "have 8" in problem.what and [r.video_id for r in report.usable] == ["v0", "v2"]
+
+
 def test_features_resampled_linearly_over_the_duration(tmp_path: Path) -> None:
     np.save(tmp_path / "f.npy", np.arange(10, dtype=np.float32)[:, None])
     source = bound(FeatureSource("{video_id}.npy", resample=True), tmp_path)

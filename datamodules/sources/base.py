@@ -153,6 +153,10 @@ class Source:
     def file(self, video_id: str) -> Path:
         return self.root / str(self.path).format(video_id=video_id)
 
+    def check_across(self, records: list[VideoRecord]) -> dict[str, list[Problem]]:
+        """Problems only visible across files (after `check` of each): video id -> problems."""
+        return {}
+
     def check(self, record: VideoRecord) -> list[Problem]:
         """What would break loading this video's file (empty when it is fine)."""
         path = self.file(record.video_id)

@@ -79,6 +79,7 @@ class FeatureSource(Source):
         self.channels = channels
         self.verify_digest = verify_digest
         self._metas: dict[Path, tuple[int, dict[str, Any] | None]] = {}
+        self._widths: dict[str, int] = {}  # video id -> channels of its file, seen by `check`
 
     def _fps(self, record: VideoRecord) -> float:
         fps = self.fps or record.fps
@@ -135,6 +136,7 @@ class FeatureSource(Source):
                     f"correct modalities.{self.name}.init_args.channels or the file",
                 )
             ]
+        self._widths[record.video_id] = int(array.shape[1])
         if bad := non_finite(array):
             return [
                 self.problem(
@@ -148,6 +150,35 @@ class FeatureSource(Source):
             return []
         expected = expected_features(record.duration, self._fps(record), self.stride, self.window)
         return self.length_problem(path, record, array.shape[0], expected, "features")
+
+    def check_across(self, records: list[VideoRecord]) -> dict[str, list[Problem]]:
+        """Files whose feature width is not the others': a batch cannot hold both (collate
+        would fail mid-epoch naming no file). The width is the folder's `meta.json` one, else
+        the most common."""
+        widths = {
+            r.video_id: self._widths[r.video_id] for r in records if r.video_id in self._widths
+        }
+        if len(set(widths.values())) < 2:
+            return {}
+        counts: dict[int, int] = {}
+        for width in widths.values():
+            counts[width] = counts.get(width, 0) + 1
+        recorded = self._meta(self.file(records[0].video_id).parent) or {}
+        expected = recorded.get("feature_dim") or max(counts, key=lambda w: (counts[w], -w))
+        found = {}
+        for record in records:
+            width = widths.get(record.video_id)
+            if width is not None and width != expected:
+                found[record.video_id] = [
+                    self.problem(
+                        self.file(record.video_id),
+                        record,
+                        f"has {width} channels, where the other files have {expected}",
+                        "re-extract this video's features with the same backbone, or set "
+                        "`missing: skip` to leave it out",
+                    )
+                ]
+        return found
 
     def duration(self, record: VideoRecord) -> float | None:
         length = load_array(self.file(record.video_id)).shape[0]
