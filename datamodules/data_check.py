@@ -46,16 +46,25 @@ def data_config_parser(prog: str, description: str) -> ArgumentParser:
 
 
 def build_parser() -> ArgumentParser:
-    return data_config_parser(
+    parser = data_config_parser(
         "crossdistill data-check",
         "Pre-flight check of a dataset config: files, lengths, labels. Takes the config files "
         "of `crossdistill fit` and reports what would break training, with fixes.",
     )
+    parser.add_argument(
+        "--deep",
+        type=bool,
+        default=False,
+        help="decode every frame of every video (slow), to find damage inside a file; the "
+        "default decodes enough to prove each file complete",
+    )
+    return parser
 
 
 def main(argv: list[str]) -> int:
     parser = build_parser()
     config = parser.parse_args(argv)
+    deep = config.pop("deep")
     data_args = config.data.init_args
     if data_args.get("synthetic") is not None:
         synthetic = SyntheticConfig(**vars(data_args.synthetic))
@@ -78,6 +87,8 @@ def main(argv: list[str]) -> int:
             raise
         print(f"data-check: the data config cannot be used: {found}", file=sys.stderr)
         return 1
+    for source in datamodule.modalities.values():
+        source.deep_check = deep
     return 1 if run_checks(datamodule, print) else 0
 
 

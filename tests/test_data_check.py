@@ -117,3 +117,30 @@ def test_an_annotation_error_keeps_its_line(
     path.write_text('{"database": {\n "a": \n}}')
     assert main(["--config", CONFIG, f"--data.init_args.root={root}"]) == 1
     assert f"{path}:3" in capsys.readouterr().out
+
+
+def test_deep_check_finds_damage_inside_a_video(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Bytes overwritten in the middle of a video: the quick check (the last frame decodes)
+    passes, and the fit would fail from a DataLoader worker; `--deep` decodes every frame."""
+    import numpy as np
+
+    from tests.data_helpers import write_index_video
+
+    root = copy_benchmark(bench, tmp_path / "bench")
+    database = json.loads((root / "annotations" / "activitynet.json").read_text())["database"]
+    last = sorted(v for v, entry in database.items() if entry["subset"] == "training")[-1]
+    video = root / "videos" / f"{last}.mp4"  # not the sample data-check builds
+    frames = round(database[last]["duration"] * 10)
+    write_index_video(video, frames)  # a key frame every 12 frames, as real videos have
+    data = bytearray(video.read_bytes())
+    start, end = data.find(b"mdat"), data.find(b"moov")
+    a, b = start + (end - start) // 3, start + (end - start) // 2
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    video.write_bytes(bytes(data))
+    args = ["--config", CONFIG, f"--data.init_args.root={root}", "--data.init_args.load=[rgb]"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--deep=true"]) == 1
+    assert str(video) in capsys.readouterr().out

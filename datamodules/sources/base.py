@@ -153,6 +153,10 @@ class Source:
     def file(self, video_id: str) -> Path:
         return self.root / str(self.path).format(video_id=video_id)
 
+    deep_check: bool = False
+    """Decode every frame in `check` (`crossdistill data-check --deep`), not just enough to
+    prove the file complete: finds damage in the middle of a video."""
+
     def check_across(self, records: list[VideoRecord]) -> dict[str, list[Problem]]:
         """Problems only visible across files (after `check` of each): video id -> problems."""
         return {}

@@ -49,8 +49,13 @@ class FramesFromVideo(Source):
         reader = ReaderOpener(self.backend)(path)
         if reader.frame_count < 1:
             return [self.problem(path, record, "has no frames", "re-encode or replace the video")]
-        # the last frame proves the stream is complete (a truncated file fails here)
-        reader.frames(np.array([reader.frame_count - 1]))
+        # the last frame proves the stream is complete (a truncated file fails here); a deep
+        # check decodes every frame, in chunks, to find a damaged group of pictures inside
+        if self.deep_check:
+            for start in range(0, reader.frame_count, 64):
+                reader.frames(np.arange(start, min(reader.frame_count, start + 64)))
+        else:
+            reader.frames(np.array([reader.frame_count - 1]))
         if record.duration is None:
             return []
         expected = expected_frames(record.duration, reader.fps)
