@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -597,9 +598,16 @@ def _init_worker(worker_id: int, rank: int) -> None:
     """Workers are the parallelism: one thread each for torch and OpenCV. Setting a
     `worker_init_fn` keeps Lightning from adding its own, so this one also seeds the worker's
     torch, numpy and Python generators from (seed, worker, rank) as Lightning's does; without
-    the rank, workers of different ranks would draw the same numbers."""
+    the rank, workers of different ranks would draw the same numbers.
+
+    Workers ignore the preemption signals: `scancel` and systemd signal the whole process
+    group, and a worker killed by its SIGTERM would take the run down before the main process
+    reaches the step boundary where it checkpoints and exits with status 75 (the main process
+    shuts its workers down itself)."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    for name in ("SIGTERM", "SIGUSR1"):
+        signal.signal(signal.Signals[name], signal.SIG_IGN)
     pl_worker_init_function(worker_id, rank)
 
 

@@ -6,6 +6,7 @@ of the same seed."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 import signal
 import subprocess
@@ -50,18 +51,26 @@ def run(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     return done
 
 
-def interrupt(args: list[str], tmp: Path, step: int, signum: int) -> str:
-    """Start the run, send `signum` once its stderr shows global step `step`; its stderr."""
+def interrupt(args: list[str], tmp: Path, step: int, signum: int, group: bool = False) -> str:
+    """Start the run, send `signum` once its stderr shows global step `step` (to its whole
+    process group, DataLoader workers included, as `scancel` and systemd do, with `group`);
+    its stderr."""
     log = tmp / "interrupted.log"
     with log.open("w") as handle:
-        process = subprocess.Popen(args, stderr=handle, stdout=handle, env=env(tmp), cwd=REPO_ROOT)
+        process = subprocess.Popen(
+            args, stderr=handle, stdout=handle, env=env(tmp), cwd=REPO_ROOT,
+            start_new_session=group,
+        )  # fmt: skip
         try:
             deadline = time.monotonic() + 300
             while not re.search(rf"crossdistill-test: epoch \d+ step {step}\n", log.read_text()):
                 assert process.poll() is None, log.read_text()[-3000:]
                 assert time.monotonic() < deadline, "the run never reached the step"
                 time.sleep(0.1)
-            process.send_signal(signum)
+            if group:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
             status = process.wait(timeout=300)
         finally:
             if process.poll() is None:
@@ -94,21 +103,24 @@ def final_val(run_dir: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("signum", "hold_at", "stop_at", "workers"),
+    ("signum", "hold_at", "stop_at", "workers", "group"),
     [
-        (signal.SIGTERM, 2, 2, 0),  # in the first epoch, before any epoch-end last.ckpt
-        (signal.SIGUSR1, 10, 10, 0),  # SLURM's warning signal, in the second epoch
+        (signal.SIGTERM, 2, 2, 0, False),  # in the first epoch, before any epoch-end last.ckpt
+        (signal.SIGUSR1, 10, 10, 0, False),  # SLURM's warning signal, in the second epoch
         # at the first epoch's last step: stops one step later, after its validation; with
         # two DataLoader workers (the reference run loads in the main process)
-        (signal.SIGTERM, "last", "next", 2),
+        (signal.SIGTERM, "last", "next", 2, False),
+        # to the whole process group (scancel, systemd): the workers get it too
+        (signal.SIGTERM, 4, 4, 2, True),
     ],
-    ids=["SIGTERM-epoch0", "SIGUSR1-epoch1", "SIGTERM-epoch-end-workers"],
+    ids=["SIGTERM-epoch0", "SIGUSR1-epoch1", "SIGTERM-epoch-end-workers", "SIGTERM-group"],
 )
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(
     signum: int,
     hold_at: int | str,
     stop_at: int | str,
     workers: int,
+    group: bool,
     bench: Path,
     uninterrupted: Path,
     tmp_path: Path,
@@ -124,7 +136,7 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(
         bench, runs, "p", f"--trainer.callbacks+={marker(hold)}",
         f"--data.init_args.num_workers={workers}",
     )  # fmt: skip
-    text = interrupt(args, tmp_path, hold, signum)
+    text = interrupt(args, tmp_path, hold, signum, group)
     assert f"received {signal.Signals(signum).name}" in text
     assert "--ckpt_path last" in text
     assert steps_run(text)[-1] == stop
