@@ -184,3 +184,21 @@ def test_signal_handlers_are_put_back_after_fit() -> None:
     assert signal.getsignal(signal.SIGUSR1) == callback._handle
     callback.teardown(None, None, "fit")  # type: ignore[arg-type]
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+@pytest.mark.slow
+def test_a_signal_before_a_mid_epoch_validation_keeps_the_validation(
+    bench: Path, tmp_path: Path
+) -> None:
+    """With validation every 2 batches, a signal at step 4 (a validation is due after it):
+    Lightning resumes a checkpoint of step 4 past that validation, which would be lost for
+    good, so the run validates and stops one step later."""
+    runs = tmp_path / "runs"
+    args = command(
+        bench, runs, "v", f"--trainer.callbacks+={marker(4)}", "--trainer.val_check_interval=2"
+    )
+    text = interrupt(args, tmp_path, 4, signal.SIGTERM)
+    assert steps_run(text)[-1] == 5 and checkpoint(runs / "v")["global_step"] == 5
+    with (runs / "v" / "metrics.csv").open() as handle:
+        validated = [int(r["step"]) for r in csv.DictReader(handle) if r["val/frame_mAP"]]
+    assert validated == [1, 3]  # Lightning logs a validation at the step before it (0-based)

@@ -17,9 +17,12 @@ same seed. What makes a step-boundary checkpoint exact:
   (torch, CUDA, numpy, Python) serve the model (dropout) only; this callback adds them to every
   checkpoint and puts them back on resume.
 
-The stop waits for a step that ends an optimizer step (gradient accumulation) and is not the last
-of an epoch: the end of an epoch is a step away, with its validation and `last.ckpt` (written
-there by `RunCheckpoint`), so the run goes on into the next epoch and stops after its first step.
+The stop waits for a step that ends an optimizer step (gradient accumulation), is not the last
+of an epoch (the end of an epoch is a step away, with its validation and `last.ckpt` written
+there by `RunCheckpoint`, so the run goes on into the next epoch and stops after its first
+step) and is not followed by a mid-epoch validation (`val_check_interval`: Lightning resumes a
+checkpoint of that step past the validation, which would be lost; it runs, and the run stops
+one step later).
 A run killed before its first step boundary has no `last.ckpt`: `fit --ckpt_path last` then
 starts it again from the beginning, in the same folder (same seed, same result).
 
@@ -161,6 +164,8 @@ class Preemption(Callback):
             return  # at an epoch's last step, its validation and last.ckpt come first
         if done % trainer.accumulate_grad_batches:
             return  # accumulated gradients are not checkpointed: wait for the optimizer step
+        if _validation_due(trainer):
+            return  # a resume would skip this step's validation: let it run, stop a step later
         trainer.save_checkpoint(self.last_path, weights_only=False)
         name = self.received.name if self.received is not None else "a signal on another rank"
         if self.requeue and self.received == signal.SIGUSR1 and trainer.is_global_zero:
@@ -171,6 +176,15 @@ class Preemption(Callback):
             f"`crossdistill fit --config {self.last_path.parent.parent / 'config.yaml'} "
             "--ckpt_path last`"
         )
+
+
+def _validation_due(trainer: pl.Trainer) -> bool:
+    """Whether a validation runs after the training step just finished (mid-epoch, with
+    `val_check_interval`): Lightning resumes a checkpoint of that step past its validation."""
+    loop = trainer.fit_loop
+    if not trainer.enable_validation:
+        return False
+    return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
 
 
 def rng_states() -> dict[str, Any]:
