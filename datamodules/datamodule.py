@@ -434,7 +434,7 @@ class MultimodalDataModule(pl.LightningDataModule):
                 widen = max(tiles(float(r.duration or 0.0), seconds, steps) for r in records)
             windows = EvalWindows(records, self.window_seconds * widen, self.window_steps * widen)
         found = self.annotation_set
-        return UntrimmedDataset(
+        dataset = UntrimmedDataset(
             windows,
             self.modalities,
             self.task,
@@ -444,6 +444,8 @@ class MultimodalDataModule(pl.LightningDataModule):
             found.noun_classes,
             self.mirror_labels(found.classes) if train else None,
         )
+        dataset.skip_broken = self.missing == "skip"
+        return dataset
 
     def mirror_labels(self, classes: tuple[str, ...]) -> dict[str, str]:
         """Label swaps of a horizontal flip: the config's pairs, else the manifest's."""

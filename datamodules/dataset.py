@@ -24,6 +24,7 @@ reaches the main process with that message), never a bare decoder traceback.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,6 +37,8 @@ from torch.utils.data import Dataset
 from datamodules.sampling import Draw, Window, WindowSampler
 from datamodules.sources.base import DataError, Source
 from datamodules.transforms import JointTransform
+
+log = logging.getLogger(__name__)
 
 Task = Literal["dense", "segments", "clips"]
 
@@ -88,7 +91,25 @@ class UntrimmedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sampler)
 
+    skip_broken: bool = False
+    """Training under `missing: skip`: a window whose file fails to load (damage the pre-flight
+    check did not see) is replaced by the next window, with a warning, instead of stopping the
+    fit from a DataLoader worker. Evaluation never skips: every step must be scored."""
+
     def __getitem__(self, key: int | Draw) -> Sample:
+        for attempt in range(min(len(self), 16)):
+            try:
+                return self._sample(_next_key(key, attempt, len(self)))
+            except DataError as err:
+                if not (self.skip_broken and self.sampler.random):
+                    raise
+                log.warning("missing: skip: %s; training on the next window instead", err)
+        raise DataError(
+            "missing: skip: 16 training windows in a row could not be loaded. Fix: run "
+            "`crossdistill data-check --deep` with this config"
+        )
+
+    def _sample(self, key: int | Draw) -> Sample:
         index, rng = self._generator(key)
         windows = self.sampler.windows(index, rng)
         views, flips = zip(
@@ -234,3 +255,12 @@ def _pad(tensor: Tensor, axis: int, length: int) -> Tensor:
     shape = list(tensor.shape)
     shape[axis] = missing
     return torch.cat([tensor, tensor.new_zeros(shape)], dim=axis)
+
+
+def _next_key(key: int | Draw, offset: int, length: int) -> int | Draw:
+    """The key `offset` samples after `key` (same seed and epoch for a training draw)."""
+    if offset == 0:
+        return key
+    if isinstance(key, Draw):
+        return key._replace(index=(key.index + offset) % length)
+    return (key + offset) % length

@@ -431,3 +431,33 @@ def test_eval_whole_videos_scores_each_video_as_one_window(bench: Path) -> None:
         assert steps % 32 == 0 and sample.meta["t0"] == 0.0
         assert int(sample.mask.sum()) == round(record.duration / 0.1)  # every step of it
         assert len(sample.targets["segments"]) == len(record.segments)  # none cut
+
+
+@pytest.mark.parametrize("missing", ["skip", "error"])
+def test_a_file_broken_after_the_check_is_skipped_in_training_under_missing_skip(
+    bench: Path, tmp_path: Path, missing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Damage the pre-flight check did not see fails in a DataLoader worker; under `missing:
+    skip` the training window is replaced by the next one, with a warning (evaluation never
+    skips: every step must be scored)."""
+    from datamodules.sampling import Draw
+    from tests.data_helpers import copy_benchmark
+
+    root = copy_benchmark(bench, tmp_path / "bench")
+    dm = make(root, modalities={"pose": KeypointSource()}, missing=missing)
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    broken = train.sampler.records[train.sampler.slots[0]].video_id
+    (root / "pose" / f"{broken}.npy").write_bytes(b"broken")
+    if missing == "error":
+        with pytest.raises(DataError, match=broken):
+            train[Draw(0, 0, 0)]
+        return
+    sample = train[Draw(0, 0, 0)]
+    assert sample.meta["video_id"] != broken
+    assert "training on the next window instead" in caplog.text
+    record = next(r for r in dm.reports["train"].usable if r.video_id == broken)
+    evaluation = dm.dataset("val", [record])
+    assert evaluation.skip_broken
+    with pytest.raises(DataError, match=broken):
+        evaluation[0]
