@@ -12,7 +12,8 @@ NaN scores are errors that name the entry; the exit status is then 1.
 ground truth (segments, frames): the ActivityNet layout, times in seconds,
   {"database": {VIDEO: {"subset", "duration", "annotations": [{"segment": [s, e], "label"}]}}}
   with the classes from "taxonomy" (or the labels used; see datamodules read_activitynet).
-  Without --subset every video of the file is evaluated.
+  --subset names the evaluated subset (any case); a file with several subsets needs it (the
+  official ActivityNet evaluator scores "validation").
 
 segments: predictions in the ActivityNet results layout,
   {"results": {VIDEO: [{"label", "score", "segment": [s, e]}]}}
@@ -269,7 +270,21 @@ def _head_arrays(
 
 
 def _subset(annotations: AnnotationSet, subset: str | None) -> AnnotationSet:
-    return annotations if subset is None else annotations.subset(subset)
+    """The evaluated videos. Subset names match whatever their case (ActionFormer passes
+    `test`, THUMOS14's file says `Test`). Without `--subset` a file of one subset is scored
+    whole; a file of several is refused, listing them: the official ActivityNet evaluator
+    scores `validation` only, and every video of the file (training included) would score a
+    sample submission 0.33 instead of 1.0."""
+    names = annotations.subset_names
+    if subset is None:
+        if len(names) > 1:
+            raise EvaluationError(
+                f"{annotations.source} holds the subsets {list(names)}: name the one to score "
+                "with --subset (the official ActivityNet evaluator scores 'validation')"
+            )
+        return annotations
+    same = [name for name in names if name.lower() == subset.lower()]
+    return annotations.subset(same[0] if len(same) == 1 else subset)
 
 
 def _check_video(

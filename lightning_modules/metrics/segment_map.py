@@ -32,8 +32,10 @@ from torch import Tensor
 
 from lightning_modules.metrics.samples import SampleIds, SampleMetric
 
-ACTIVITYNET_TIOUS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-THUMOS14_TIOUS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+# the official evaluators' exact values, `np.linspace` (0.8999999999999999, 0.6000000000000001):
+# a tIoU that computes to 0.8999999999999999 is a true positive there, so it is here too
+ACTIVITYNET_TIOUS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
+THUMOS14_TIOUS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.3, 0.7, 5))
 _MAX_THRESHOLDS = 63  # the matching keeps one bit per threshold in a uint64
 
 

@@ -107,13 +107,23 @@ def test_segments_perfect_and_shifted(ground_truth: Path, tmp_path: Path, capsys
     }
 
 
-def test_segments_without_subset_score_every_video(
+def test_segments_need_a_subset_when_the_file_has_several(
     ground_truth: Path, tmp_path: Path, capsys
 ) -> None:
+    """Scoring every video of a file of several subsets made the official sample submission
+    score 0.33; now the subsets are listed. Names match whatever their case."""
     pred = write_json(tmp_path / "p.json", {"results": perfect_results()})
-    status, result, _ = run(segments_argv(ground_truth, pred, "--tiou", "0.5"), capsys)
-    assert status == 0
-    assert result["mAP"]["0.5"] == pytest.approx((1.0 + 0.5) / 2)  # run: vid_c's segment missed
+    status, _, err = run(segments_argv(ground_truth, pred, "--tiou", "0.5"), capsys)
+    assert status == 1 and "['validation', 'training']" in err and "--subset" in err
+    status, result, _ = run(segments_argv(ground_truth, pred, "--subset", "VALIDATION"), capsys)
+    assert status == 0 and result["average_mAP"] == 1.0
+
+
+def test_thresholds_are_the_official_linspace_values() -> None:
+    from lightning_modules.metrics.segment_map import ACTIVITYNET_TIOUS, THUMOS14_TIOUS
+
+    assert ACTIVITYNET_TIOUS[8] == 0.8999999999999999  # np.linspace, as the official tool
+    assert THUMOS14_TIOUS == tuple(np.linspace(0.3, 0.7, 5))  # ActionFormer's values
 
 
 @pytest.mark.parametrize(
