@@ -92,6 +92,7 @@ def evaluate_segments(
     gt = segment_table(truth.records.values(), video_index, class_index)
     if not len(gt["label"]):
         raise EvaluationError(f"{ground_truth}: no ground-truth segments to score against")
+    _refuse_labels_of_other_subsets(full, truth, results, predictions)
     pred = segment_table(results.records.values(), video_index, class_index)
     ap = segment_average_precision(
         pred_video=pred["video"],
@@ -105,6 +106,24 @@ def evaluate_segments(
         tious=tious,
     )
     return summarize(ap, tious)
+
+
+def _refuse_labels_of_other_subsets(
+    full: AnnotationSet, truth: AnnotationSet, results: AnnotationSet, predictions: Path
+) -> None:
+    """Predictions of a label whose ground truth lies only in other subsets score no class
+    here: the official ActivityNet evaluator raises; dropping them silently would hide them."""
+    evaluated = {s.label for r in truth.records.values() for s in r.segments}
+    elsewhere = {s.label for r in full.records.values() for s in r.segments} - evaluated
+    for video, record in results.records.items():
+        for segment in record.segments:
+            if segment.label in elsewhere:
+                raise EvaluationError(
+                    f"{predictions}: video {video!r} predicts {segment.label!r}, which has ground "
+                    "truth only in other subsets than the evaluated one, so it would score no "
+                    "class (the official evaluator raises). Fix: drop those predictions, or "
+                    "evaluate a subset with that label"
+                )
 
 
 def segment_table(

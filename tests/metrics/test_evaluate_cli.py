@@ -119,6 +119,21 @@ def test_segments_need_a_subset_when_the_file_has_several(
     assert status == 0 and result["average_mAP"] == 1.0
 
 
+def test_a_label_with_ground_truth_only_in_another_subset_is_refused(
+    ground_truth: Path, tmp_path: Path, capsys
+) -> None:
+    """With vid_a's 'run' segment removed, 'run' has ground truth only in training (vid_c):
+    validation predictions of it were dropped silently before."""
+    data = json.loads(ground_truth.read_text())
+    data["database"]["vid_a"]["annotations"] = [{"segment": [10, 30], "label": "jump"}]
+    write_json(ground_truth, data)
+    results = perfect_results()
+    results["vid_a"].append({"label": "run", "score": 0.9, "segment": [50, 60]})
+    pred = write_json(tmp_path / "p.json", {"results": results})
+    status, _, err = run(segments_argv(ground_truth, pred, "--subset", "validation"), capsys)
+    assert status == 1 and "'run', which has ground truth only in other subsets" in err
+
+
 def test_thresholds_are_the_official_linspace_values() -> None:
     from lightning_modules.metrics.segment_map import ACTIVITYNET_TIOUS, THUMOS14_TIOUS
 
