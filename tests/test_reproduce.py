@@ -106,6 +106,9 @@ def test_markdown_puts_the_paper_beside_ours() -> None:
     table = markdown({"title": "T", "data": "synthetic", "seeds": 2, "rows": [row]})
     line = table.strip().splitlines()[-1]
     assert line.startswith("| Student | KD | rgb | frame_mAP | 40.0 ± 14.1 | 26.1 |")
+    single = {**row, "metrics": {"frame_mAP": summarise([0.3])}}
+    one = markdown({"title": "T", "data": "synthetic", "seeds": 1, "rows": [single]})
+    assert "±" not in one.splitlines()[-1] and "| frame_mAP | 30.0 |" in one  # one seed
     assert "paper: charades" in table
 
 

@@ -75,7 +75,8 @@ def markdown(results: dict, columns: tuple[str, ...] = ()) -> str:
     datasets = sorted({d for row in results["rows"] for d in row["paper"]})
     lines = [f"### {results['title']}", ""]
     lines.append(
-        f"Data: {results['data']}; {results['seeds']} seed(s); mean ± std in %. Paper columns: "
+        f"Data: {results['data']}; {results['seeds']} seed(s); in %, mean ± sample std over "
+        "seeds where there are several. Paper columns: "
         "published numbers on real benchmarks (not comparable in value, only in ordering)."
     )
     lines.append("")
@@ -86,7 +87,9 @@ def markdown(results: dict, columns: tuple[str, ...] = ()) -> str:
     for row in results["rows"]:
         metric = main_metric(row)
         summary = row["metrics"][metric]
-        ours = f"{_percent(summary['mean'])} ± {_percent(summary['std'])}"
+        ours = _percent(summary["mean"])
+        if len(summary.get("values", ())) > 1:  # a single seed has no spread to show
+            ours += f" ± {_percent(summary['std'])}"
         cells = [row["label"], row["method"], "+".join(row["inference_modalities"]), metric, ours]
         for column in columns:
             value = row["metrics"].get(column)
