@@ -9,7 +9,7 @@ in grid steps, and a pyramid point at grid position `p` stands for the step-time
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_modules.metrics import SegmentMAP
-from lightning_modules.metrics.segment_map import THUMOS14_TIOUS
+from lightning_modules.metrics.segment_map import ACTIVITYNET_TIOUS, THUMOS14_TIOUS
 from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.postprocessing import Detections, soft_nms
 from lightning_modules.tasks.base import Task, sample_ids
@@ -98,7 +98,9 @@ class SegmentTask(Task):
     levels Gaussian soft-NMS per class (`nms_sigma`; scores decayed below `score_threshold` are
     dropped), at most `max_segments`.
 
-    The metric is `SegmentMAP` at `tious` (THUMOS14's by default) per evaluation window; with
+    The metric is `SegmentMAP` at `tious` per evaluation window: a list, or the name of a
+    benchmark's official set, `thumos14` (default, 0.3:0.1:0.7) or `activitynet` (0.5:0.05:0.95),
+    with the official evaluators' exact `np.linspace` values; with
     whole-video evaluation windows (window length >= the longest video, or `window_seconds:
     null`, where each video has its own stride) that is per video.
     """
@@ -117,11 +119,14 @@ class SegmentTask(Task):
         min_duration: float = 0.05,
         nms_sigma: float = 0.5,
         max_segments: int = 200,
-        tious: Sequence[float] = THUMOS14_TIOUS,
+        tious: Sequence[float] | Literal["thumos14", "activitynet"] = "thumos14",
         normaliser_momentum: float = 0.9,
         normaliser_init: float = 100.0,
     ) -> None:
-        self.tious = tuple(tious)
+        named = {"thumos14": THUMOS14_TIOUS, "activitynet": ACTIVITYNET_TIOUS}
+        if isinstance(tious, str) and tious not in named:
+            raise ValueError(f"tious {tious!r}: a list of thresholds, or one of {sorted(named)}")
+        self.tious = named[tious] if isinstance(tious, str) else tuple(tious)
         self.regression_ranges = regression_ranges
         self.center_radius = center_radius
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma

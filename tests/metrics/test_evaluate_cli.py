@@ -139,6 +139,12 @@ def test_thresholds_are_the_official_linspace_values() -> None:
 
     assert ACTIVITYNET_TIOUS[8] == 0.8999999999999999  # np.linspace, as the official tool
     assert THUMOS14_TIOUS == tuple(np.linspace(0.3, 0.7, 5))  # ActionFormer's values
+    from lightning_modules.tasks import SegmentTask
+
+    assert SegmentTask(tious="activitynet").tious == ACTIVITYNET_TIOUS  # what configs name
+    assert SegmentTask().tious == THUMOS14_TIOUS
+    with pytest.raises(ValueError, match="thumos14"):
+        SegmentTask(tious="anet")
 
 
 @pytest.mark.parametrize(
