@@ -226,9 +226,10 @@ def _place_loggers(loggers: Any, location: RunLocation, wandb_id: str | None) ->
             args.id = wandb_id
     elif issubclass(cls, CSVLogger | TensorBoardLogger):
         args.save_dir, args.name, args.version = folder, "", ""
+        # the run folder is never empty (its lock file); an earlier metrics.csv is kept below
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* not empty")
         if location.resumed and issubclass(cls, CSVLogger) and rank_zero_only.rank == 0:
             _keep_previous_metrics(location)
-            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* not empty")
     return loggers
 
 
