@@ -100,8 +100,10 @@ class SyntheticConfig:
             raise ValueError("need size >= 32, fps > 0 and max_objects >= 1")
 
 
-def video_ids(config: SyntheticConfig) -> list[str]:
-    return [f"syn_{index:04d}" for index in range(config.videos)]
+def video_ids(config: SyntheticConfig | int) -> list[str]:
+    """The ids of a benchmark's videos (of a config, or of a count of videos)."""
+    count = config if isinstance(config, int) else config.videos
+    return [f"syn_{index:04d}" for index in range(count)]
 
 
 def assign_subsets(config: SyntheticConfig) -> dict[str, str]:
@@ -360,8 +362,7 @@ def _own_files(videos: int) -> set[str]:
     files = {MANIFEST, PARTIAL, SUMMARY, "annotations/activitynet.json"}
     files |= {f"annotations/charades_{subset}.csv" for subset in SUBSETS}
     files.add("annotations/charades_classes.txt")
-    ids = [f"syn_{index:04d}" for index in range(videos)]
-    files |= {t.format(video_id=v) for v in ids for t in MODALITY_PATHS.values()}
+    files |= {t.format(video_id=v) for v in video_ids(videos) for t in MODALITY_PATHS.values()}
     return files
 
 
