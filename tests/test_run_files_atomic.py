@@ -76,7 +76,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(
     path = tmp_path / "checkpoints" / "last.ckpt"
     io = RunCheckpointIO()
     io.save_checkpoint({"epoch": 1, "weights": torch.ones(1000)}, path)
-    (path.parent / ".last.ckpt.orphan").write_bytes(b"x" * 100)  # a killed write's leftover
+    (path.parent / ".last.ckpt.k3x_9q2z").write_bytes(b"x" * 100)  # a killed write's leftover
 
     def disk_full(payload: object, handle: object) -> None:
         handle.write(b"PK\x03\x04" + b"\x00" * 1000)  # part of a checkpoint, then no space
@@ -197,3 +197,11 @@ def test_a_full_disk_keeps_the_checkpoint_and_its_export_together(
     assert main(["fit", *resume, "--trainer.max_epochs", "2"]) == 1
     assert "no space left on the device" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_only_leftovers_of_killed_writes_are_removed(tmp_path: Path) -> None:
+    """A hidden file of the user's that shares the checkpoint's name is not an orphan."""
+    path = tmp_path / "model.pt"
+    (tmp_path / ".model.pt.signature").write_text("mine")
+    RunCheckpointIO().save_checkpoint({"epoch": 1}, path)
+    assert (tmp_path / ".model.pt.signature").read_text() == "mine"

@@ -61,8 +61,10 @@ def save_atomic(payload: Any, path: Path) -> None:
 def save_pending(payload: Any, path: Path) -> Path:
     """`torch.save` into a complete temporary file beside `path` (`commit` puts it in place);
     a full disk is named as such, and the file at `path` stays as it was."""
-    for orphan in path.parent.glob(f".{path.name}.*"):
-        orphan.unlink(missing_ok=True)  # left by a write that was killed
+    # left by a write that was killed: `write_pending`'s names (tempfile's 8 random characters),
+    # nothing else of the folder's
+    for orphan in path.parent.glob(f".{path.name}.{'[a-z0-9_]' * 8}"):
+        orphan.unlink(missing_ok=True)
     try:
         return write_pending(path, lambda handle: torch.save(payload, handle))
     except (OSError, RuntimeError) as err:
