@@ -119,7 +119,8 @@ def test_bf16_mixed_distillation_has_finite_fp32_terms(
 def test_frame_level_student_trains_its_backbone_with_frozen_teachers(tmp_path_factory) -> None:
     """configs/distill/dense_dai21.yaml on frames: flow and pose teachers of one step, then two
     student steps. The teachers stay bit-identical, the RGB backbone itself learns (what the
-    feature-level students cannot), and the student checkpoint holds no teacher tensor."""
+    feature-level students cannot) from losses on its own output, and the student checkpoint
+    holds no teacher tensor."""
     bench = tiny_benchmark(tmp_path_factory)
     frames = ["--config", str(CONFIGS / "data" / "synthetic.yaml")]
     size = ["--data.init_args.modalities.rgb.init_args.size", "32"]
@@ -144,6 +145,7 @@ def test_frame_level_student_trains_its_backbone_with_frozen_teachers(tmp_path_f
     built.trainer.fit(module, built.datamodule)
 
     assert set(module.teachers) == {"flow", "pose"}
+    assert [objective.tap for objective in module.objectives] == ["embeddings"] * 3
     assert_teachers_unchanged(module, frozen)
     moved = [
         k for k, v in module.model.encoder.state_dict().items() if not torch.equal(v, backbone[k])

@@ -85,6 +85,60 @@ def test_data_flag_keeps_the_rows_of_the_tables_data(tmp_path: Path) -> None:
         load_recipe(_write(tmp_path, {**BASE, "rows": [{**ROW, **own}]})).on_table_data()
 
 
+@pytest.mark.parametrize("table", ["dai21_dense", "lee23_segments"])
+def test_backbones_train_on_a_pool_the_benchmark_does_not_hold(
+    table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feature tables' backbones fit on the pretraining pool (another seed), and their
+    features are extracted from the benchmark, as I3D is trained on Kinetics, not Charades."""
+    recipe = load_recipe(table)
+    assert recipe.pretraining["seed"] != recipe.synthetic.get("seed", 0)
+    assert recipe.pretraining["videos"] == recipe.synthetic["videos"]
+    runner = TableRunner(recipe, tmp_path / "out")
+    assert [job.name for job in runner.jobs()[:2]] == ["synthetic benchmark", "pretraining pool"]
+    roots: dict[str, str] = {}
+
+    def fit(self: TableRunner, configs: list[Path], flags: list[str], run_dir: Path) -> None:
+        roots[run_dir.name] = next(f for f in flags if f.startswith("--data.init_args.root="))
+        run_dir.mkdir(parents=True)
+
+    monkeypatch.setattr(TableRunner, "fit", fit)
+    extracted: list[list[str]] = []
+    monkeypatch.setattr("lightning_modules.reproduce.runner._extract", extracted.append)
+    for step in recipe.prepare:
+        if step.fit:
+            runner.fit_step(step)
+        else:
+            runner.extract(step, tmp_path / "features")
+    pool, benchmark = runner.pool, runner.benchmark
+    assert set(roots.values()) == {f"--data.init_args.root={pool}"} and roots
+    assert all(f"--data.init_args.root={benchmark}" in argv for argv in extracted) and extracted
+    smoke = load_recipe(table, smoke=True)
+    assert smoke.pretraining["videos"] == smoke.synthetic["videos"] <= 16
+
+
+def test_a_pretraining_pool_with_the_benchmarks_seed_is_refused(tmp_path: Path) -> None:
+    same = {**BASE, "rows": [ROW], "synthetic": {"videos": 20, "seed": 3},
+            "pretraining": {"seed": 3}}  # fmt: skip
+    with pytest.raises(RecipeError, match="pretraining needs a seed other than the benchmark's"):
+        load_recipe(_write(tmp_path, same))
+    other = load_recipe(_write(tmp_path, {**same, "pretraining": {"seed": 4}}))
+    assert other.pretraining == {"videos": 20, "seed": 4}
+    assert [job.name for job in TableRunner(other, tmp_path / "o").jobs()] == [
+        "synthetic benchmark", "pretraining pool", "rgb seed 0"
+    ]  # fmt: skip
+
+
+def test_rows_keeps_the_named_rows_with_their_teachers_and_feature_sources() -> None:
+    dai = load_recipe("dai21_dense").only(["dai_flow_pose", "rgb"])
+    assert [row.name for row in dai.rows] == ["rgb", "flow", "pose", "dai_flow_pose"]
+    assert dai.prepare == load_recipe("dai21_dense").prepare
+    demo = load_recipe("demo").only(["seg_student"])
+    assert [row.name for row in demo.rows] == ["clip_rgb", "clip_flow", "seg_flow", "seg_student"]
+    with pytest.raises(RecipeError, match=r"has no rows \['nope'\]; its rows: \['clip_rgb'"):
+        load_recipe("demo").only(["nope"])
+
+
 def test_unknown_table_lists_the_known_ones() -> None:
     with pytest.raises(RecipeError, match="demo"):
         load_recipe("no_such_table")

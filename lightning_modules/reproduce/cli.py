@@ -1,4 +1,5 @@
-"""`crossdistill reproduce TABLE [--data synthetic|DATA.yaml] [--seeds N] [--out DIR] [--smoke]`."""
+"""`crossdistill reproduce TABLE [--data synthetic|DATA.yaml] [--rows A,B] [--seeds N] [--out DIR]
+[--smoke]`."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="'synthetic' (generated under OUT/data) or a data config for your own features",
     )
     parser.add_argument(
+        "--rows",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=None,
+        help="comma-separated rows to run (with their teachers); default: every row",
+    )
+    parser.add_argument(
         "--seeds", type=int, default=None, help="seeds per row (default: the recipe's)"
     )
     parser.add_argument(
@@ -47,6 +54,8 @@ def main(argv: list[str]) -> int:
         recipe = load_recipe(args.table, smoke=args.smoke)
         if args.seeds is not None:
             recipe = dataclasses.replace(recipe, seeds=args.seeds)
+        if args.rows:
+            recipe = recipe.only(args.rows)
         out = args.out or Path("outputs") / (recipe.table + ("-smoke" if args.smoke else ""))
         runner = TableRunner(recipe, out, args.data)
         left_out = [row.name for row in recipe.rows if row not in runner.recipe.rows]

@@ -7,6 +7,10 @@ the rows: each a list of `configs/` files plus flags, trained once per seed, tes
 subset. A row may use other rows as teachers (their first seed's best checkpoint); the runner
 orders rows so teachers come first. Paths are relative to `configs/`.
 
+`pretraining` makes a second benchmark the same way with another seed (its keys override
+`synthetic`'s): the `fit` steps of `prepare` train on its videos, so the features of the
+benchmark come from backbones that never saw its videos, as I3D features come from Kinetics.
+
     table: dai21_dense
     title: ...
     seeds: 3
@@ -14,6 +18,7 @@ orders rows so teachers come first. Paths are relative to `configs/`.
     trainer: trainer/cpu.yaml
     args: [--trainer.max_epochs=15]       # every row
     synthetic: {videos: 160}              # the benchmark made for --data synthetic
+    pretraining: {seed: 1}                # the pool the backbones of `prepare` train on
     prepare:                              # synthetic only, in order
       - {name: backbone_rgb, fit: [data/synthetic_clips.yaml, teacher/clips_rgb.yaml]}
       - {name: features_rgb, extract: backbone_rgb, data: data/synthetic.yaml,
@@ -86,6 +91,9 @@ class Recipe:
     final_args: tuple[str, ...]
     """Flags after every row's own (the smoke mode's), so they win."""
     synthetic: dict[str, Any]
+    pretraining: dict[str, Any]
+    """The pool's benchmark options (`synthetic`'s with the recipe's `pretraining` over them);
+    empty: the backbones train on the benchmark itself."""
     prepare: tuple[PrepareStep, ...]
     rows: tuple[Row, ...]
     columns: tuple[str, ...]
@@ -115,6 +123,22 @@ class Recipe:
                     "their own data config and are left out with --data"
                 )
         return replace(self, rows=kept)
+
+    def only(self, names: list[str]) -> Recipe:
+        """The rows named (in the table's order) and those they need: their teachers, and the
+        rows the preparation extracts features from."""
+        known = [row.name for row in self.rows]
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise RecipeError(f"table {self.table} has no rows {unknown}; its rows: {known}")
+        needed = set(names) | {s.extract for s in self.prepare if s.extract in known}
+        pending = list(needed)
+        while pending:
+            for teacher in self.row(pending.pop()).teachers.values():
+                if teacher not in needed:
+                    needed.add(teacher)
+                    pending.append(teacher)
+        return replace(self, rows=tuple(row for row in self.rows if row.name in needed))
 
     def ordered_rows(self) -> list[Row]:
         """Rows with every teacher before the rows that distill from it."""
@@ -152,9 +176,12 @@ def load_recipe(table: str, smoke: bool = False) -> Recipe:
         raise RecipeError(f"{path}: expected a mapping with table, rows, ...")
     smoke_section = raw.get("smoke") or {}
     synthetic = dict(raw.get("synthetic") or {})
+    pretraining = {**synthetic, **raw["pretraining"]} if raw.get("pretraining") else {}
     final_args: tuple[str, ...] = ()
     if smoke:
         synthetic.update(smoke_section.get("synthetic") or {})
+        if pretraining:
+            pretraining.update(smoke_section.get("synthetic") or {})
         final_args = tuple(smoke_section.get("args") or ())
     try:
         recipe = Recipe(
@@ -167,6 +194,7 @@ def load_recipe(table: str, smoke: bool = False) -> Recipe:
             args=tuple(raw.get("args") or ()),
             final_args=final_args,
             synthetic=synthetic,
+            pretraining=pretraining,
             prepare=tuple(
                 _prepare(path, step, smoke_section, smoke) for step in raw.get("prepare") or ()
             ),
@@ -223,6 +251,11 @@ def _row(recipe: Path, raw: dict) -> Row:
 
 
 def _check_references(recipe: Recipe) -> None:
+    if recipe.pretraining and recipe.pretraining.get("seed", 0) == recipe.synthetic.get("seed", 0):
+        raise RecipeError(
+            f"{recipe.path}: pretraining needs a seed other than the benchmark's "
+            f"({recipe.synthetic.get('seed', 0)}), or its videos are the benchmark's own"
+        )
     names = [row.name for row in recipe.rows] + [step.name for step in recipe.prepare]
     if len(set(names)) != len(names):
         raise RecipeError(f"{recipe.path}: row and step names must be unique: {names}")

@@ -24,6 +24,7 @@ from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark,
 from lightning_modules.reproduce.recipe import PrepareStep, Recipe, RecipeError, Row
 
 SYNTHETIC = "synthetic"
+PRETRAINING = "synthetic_pretraining"
 DONE = "DONE"
 
 
@@ -80,6 +81,7 @@ class TableRunner:
         self.runs = self.out / "runs"
         self.results = self.out / "results"
         self.benchmark = self.out / "data" / SYNTHETIC
+        self.pool = self.out / "data" / PRETRAINING
 
     # ----------------------------------------------------------------- plan
     def jobs(self) -> list[Job]:
@@ -96,7 +98,11 @@ class TableRunner:
                 jobs.extend(self._row_job(row, seed) for seed in range(self.seeds(row)))
 
         if self.synthetic:
-            jobs.append(Job("synthetic benchmark", self.make_benchmark, self.benchmark_ready))
+            jobs.append(
+                _benchmark_job("synthetic benchmark", self.benchmark, self.recipe.synthetic)
+            )
+            if self.recipe.pretraining:
+                jobs.append(_benchmark_job("pretraining pool", self.pool, self.recipe.pretraining))
             for step in self.recipe.prepare:
                 if step.extract in {row.name for row in self.recipe.rows}:
                     schedule(self.recipe.row(step.extract))
@@ -130,17 +136,9 @@ class TableRunner:
             print(f"{label}: {time.perf_counter() - started:.0f} s", flush=True)
 
     # ------------------------------------------------------------ benchmark
-    def synthetic_config(self) -> SyntheticConfig:
-        return SyntheticConfig(**self.recipe.synthetic)
-
-    def benchmark_ready(self) -> bool:
-        return is_complete(self.benchmark, self.synthetic_config())
-
-    def make_benchmark(self) -> None:
-        generate_benchmark(self.benchmark, self.synthetic_config())
-
-    def data_flags(self) -> list[str]:
-        return [f"--data.init_args.root={self.benchmark}"] if self.synthetic else []
+    def data_flags(self, root: Path | None = None) -> list[str]:
+        """The synthetic benchmark's root (or `root`, the pretraining pool's) for a command."""
+        return [f"--data.init_args.root={root or self.benchmark}"] if self.synthetic else []
 
     # ---------------------------------------------------------- preparation
     def _prepare_job(self, step: PrepareStep) -> Job:
@@ -153,7 +151,8 @@ class TableRunner:
     def fit_step(self, step: PrepareStep) -> None:
         configs = [self.recipe.trainer, *step.fit]
         run_dir = self.runs / step.name
-        flags = [*self.data_flags(), "--seed_everything=0", *step.args, *self.recipe.final_args]
+        pool = self.pool if self.recipe.pretraining else None
+        flags = [*self.data_flags(pool), "--seed_everything=0", *step.args, *self.recipe.final_args]
         self.fit(configs, flags, run_dir)
         (run_dir / DONE).write_text("")
 
@@ -214,6 +213,12 @@ class TableRunner:
         """Test the run's best checkpoint; its `test/*` metrics, named as by `evaluate`."""
         _lightning(["test", "--config", str(run_dir / "config.yaml"), "--ckpt_path", "best"])
         return read_test_metrics(run_dir / "test" / "metrics.csv")
+
+
+def _benchmark_job(name: str, root: Path, options: dict) -> Job:
+    """Generate a synthetic benchmark under `root`; done when it is complete with `options`."""
+    config = SyntheticConfig(**options)
+    return Job(name, lambda: generate_benchmark(root, config), lambda: is_complete(root, config))
 
 
 def _config_flags(configs: Iterable[Path]) -> list[str]:
