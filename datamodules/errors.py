@@ -10,6 +10,11 @@ DEBUG_ENV = "CROSSDISTILL_DEBUG"
 """Set (by `crossdistill --debug ...`) to get the traceback of a user error as well."""
 
 
+class ConfigError(ValueError):
+    """A config value that cannot work (a misspelt name, a reserved one); the message names the
+    key and the fix."""
+
+
 def find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
     """The first exception of `types` in `err`'s chain of causes (`err` itself included)."""
     seen: set[int] = set()

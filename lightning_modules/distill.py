@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lightning_modules.distillation import Objective
+from lightning_modules.distillation import Objective, named_objectives
 from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.runs.checkpoint_io import DamagedCheckpointError, check_checkpoint_file
 from lightning_modules.task_module import (
@@ -136,7 +136,9 @@ class DistillModule(TaskModule):
         student: the RGB model (`ActionModel`, `DecomposedStudent`, ...).
         task: the task family (loss, decoding, metrics).
         teachers: teacher name -> TeacherModule checkpoint path; objectives refer to the names.
-        objectives: distillation terms (`lightning_modules.distillation`), each with its weight.
+        objectives: distillation terms (`lightning_modules.distillation`) by name, each with its
+            weight; the name is how the term is logged (`train/<name>`) and set from the
+            command line (`--model.init_args.objectives.<name>.init_args.weight=0`).
         task_weight: weight of the ground-truth task loss (Radevski et al.'s lambda_GT).
         lr, weight_decay, warmup_epochs, schedule, predictions_dir: as for TeacherModule.
         teacher_mode: `online` runs the teachers on every training batch (their inputs must be
@@ -152,7 +154,7 @@ class DistillModule(TaskModule):
         student: nn.Module,
         task: Task,
         teachers: dict[str, str],
-        objectives: list[Objective],
+        objectives: dict[str, Objective],
         task_weight: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
@@ -165,10 +167,7 @@ class DistillModule(TaskModule):
         super().__init__(task, lr, weight_decay, warmup_epochs, schedule, predictions_dir)
         self.save_init_args()
         self.model = student
-        self.objectives = nn.ModuleList(objectives)
-        names = [objective.name for objective in objectives]
-        if len(set(names)) != len(names):
-            raise ValueError(f"objective names must be unique to be logged apart: {names}")
+        self.objectives = nn.ModuleDict(named_objectives(objectives))
         self.task_weight = task_weight
         if teacher_mode not in ("online", "cached"):
             raise ValueError(f"teacher_mode must be online or cached, got {teacher_mode!r}")
@@ -238,7 +237,7 @@ class DistillModule(TaskModule):
         """Check every teacher's cache and add it to the training data (before training)."""
         if not hasattr(datamodule, "attach_source"):
             raise TypeError("teacher_mode: cached reads the cache through MultimodalDataModule")
-        taps = objective_taps(self.objectives)
+        taps = objective_taps(self.objectives.values())
         for name, checkpoint in self.teacher_checkpoints.items():
             folder = Path(self.teacher_cache).resolve() / name
             source = open_cache(name, checkpoint, datamodule, folder, taps)
@@ -246,7 +245,7 @@ class DistillModule(TaskModule):
             self.cache_layouts[name] = source.manifest["layout"]
 
     def on_train_start(self) -> None:
-        pending = [o for o in self.objectives if o.needs_held_out_split]
+        pending = [o for o in self.objectives.values() if o.needs_held_out_split]
         if pending:
             self.fit_held_out(pending)
 
@@ -326,7 +325,7 @@ class DistillModule(TaskModule):
         task_losses = self.task.loss(student, batch)
         terms = {f"task_{k}" if k != "loss" else "task": v for k, v in task_losses.items()}
         total = self.task_weight * task_losses["loss"]
-        for objective in self.objectives:
+        for objective in self.objectives.values():
             value = objective(student, teachers, batch)
             terms[objective.name] = value
             total = total + objective.weight * value

@@ -442,7 +442,7 @@ def main(argv: list[str]) -> int:
     config.model.init_args.teacher_mode = "cached"  # the module is read for its objectives only
     built = parser.instantiate(config)
     datamodule, module = built.data, built.model
-    taps = objective_taps(module.objectives)
+    taps = objective_taps(module.objectives.values())
     records = usable_records(datamodule)
     for name, teacher in teachers.items():
         folder = Path(module.teacher_cache) / name

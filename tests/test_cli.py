@@ -57,23 +57,29 @@ def test_configs_compose_in_order(capsys: pytest.CaptureFixture[str]) -> None:
     assert print_config(capsys, *BASE, *flag, *segments)["data"]["init_args"]["window_steps"] == 128
 
 
-def test_list_items_are_set_by_flat_dotted_flags(capsys: pytest.CaptureFixture[str]) -> None:
-    """W&B sweep names such as model.init_args.objectives.1.init_args.weight reach the config."""
+def test_objectives_are_set_by_name(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """W&B sweep names such as model.init_args.objectives.global_relation.init_args.weight reach
+    the objective of that name, whatever the order of the config; an unknown name is refused
+    with the names the config has."""
     distill = ["--config", str(CONFIGS / "distill/dense_features_dai21.yaml")]
     base = ["--config", str(CONFIGS / "data/synthetic_features.yaml"), *distill]
     items = [
-        "--model.init_args.objectives.1.init_args.weight=0.25",
-        "--model.init_args.objectives.2.init_args.weight", "4",
+        "--model.init_args.objectives.global_relation.init_args.weight=0.25",
+        "--model.init_args.objectives.boundary.init_args.weight", "4",
     ]  # fmt: skip
     objectives = print_config(capsys, *base, *items)["model"]["init_args"]["objectives"]
-    assert [o["init_args"]["weight"] for o in objectives] == [1.0, 0.25, 4]
-    assert objectives[0]["init_args"]["student_channels"] == 128  # the rest of the list stays
-    later = "--model.init_args.objectives.1.init_args.weight=0.5"
+    weights = {name: o["init_args"]["weight"] for name, o in objectives.items()}
+    assert weights == {"atomic": 1.0, "global_relation": 0.25, "boundary": 4}
+    assert objectives["atomic"]["init_args"]["student_channels"] == 128  # the rest stays
+    later = "--model.init_args.objectives.global_relation.init_args.weight=0.5"
     again = print_config(capsys, *base, *items, later)["model"]["init_args"]["objectives"]
-    assert again[1]["init_args"]["weight"] == 0.5  # the later flag wins
-    with pytest.raises(SystemExit):
-        main(["fit", *base, "--model.init_args.objectives.3.init_args.weight=1", "--print_config"])
-    assert "model.init_args.objectives has 3 items" in capsys.readouterr().err
+    assert again["global_relation"]["init_args"]["weight"] == 0.5  # the later flag wins
+    typo = "--model.init_args.objectives.atomc.init_args.weight=1"
+    runs = f"--trainer.default_root_dir={tmp_path}"
+    assert main(["fit", *base, typo, runs, "--trainer.fast_dev_run=true"]) == 1
+    err = capsys.readouterr().err
+    assert "objective 'atomc' names no objective class" in err
+    assert "['atomic', 'global_relation', 'boundary']" in err
 
 
 def config_files() -> list[Path]:

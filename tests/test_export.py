@@ -213,7 +213,7 @@ def test_files_that_are_not_exports_are_refused_by_name(runs: Path, tmp_path: Pa
 def fake_checkpoint(config: dict, model: torch.nn.Module) -> dict:
     """What a fit's checkpoint holds for `model` built from `config` (for unit tests)."""
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    state["objectives.0.head.weight"] = torch.ones(2)
+    state["objectives.atomic.head.weight"] = torch.ones(2)
     return {"state_dict": state, "hyper_parameters": {"student": config, "task": DENSE_TASK}}
 
 

@@ -39,8 +39,8 @@ def clip_run(bench: Path, runs: Path, *configs: str) -> list[str]:
 
 HELD_OUT = "--data.init_args.held_out_fraction=0.25"
 HELD_OUT_KD = (
-    "--model.init_args.objectives=[{class_path: lightning_modules.distillation.EnsembleLogitKD, "
-    "init_args: {weighting: held_out}}]"
+    "--model.init_args.objectives={ensemble_kd: {class_path: "
+    "lightning_modules.distillation.EnsembleLogitKD, init_args: {weighting: held_out}}}"
 )
 
 
@@ -86,7 +86,7 @@ def test_held_out_weights_are_fitted_on_the_held_out_training_videos(
         name: train_teacher(bench, tmp_path, name, HELD_OUT) for name in ("flow", "pose")
     }
     cli = student(bench, tmp_path / "student", checkpoints)
-    objective = cli.model.objectives[0]
+    objective = cli.model.objectives["ensemble_kd"]
     assert objective.needs_held_out_split and objective.weights is None
     assert set(cli.model.teacher_held_out_digests.values()) == {cli.datamodule.held_out_digest}
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -153,6 +153,7 @@ def test_held_out_fit_under_ddp_sums_the_shards_of_both_ranks(bench: Path, tmp_p
 def test_held_out_fit_needs_online_teachers() -> None:
     student = ActionModel(VideoCNN("rgb", 3), ClipHead(128, 8))
     objective = EnsembleLogitKD("held_out")
-    cached = DistillModule(student, ClipTask(), {}, [objective], teacher_mode="cached")
+    objectives = {"ensemble_kd": objective}
+    cached = DistillModule(student, ClipTask(), {}, objectives, teacher_mode="cached")
     with pytest.raises(ValueError, match="teacher_mode: online"):
         cached.fit_held_out([objective])

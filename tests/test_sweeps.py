@@ -210,8 +210,8 @@ def test_sweep_runs_offline_and_resumes(
     for trial in trials:  # each metric came from the trial's own offline W&B run
         assert trial["history"] and trial["run_dir"] == str(runs / trial["id"])
         assert trial["command"][:2] == ["crossdistill", "fit"]
-        weight = trial["params"]["model.init_args.objectives.2.init_args.weight"]
-        assert f"--model.init_args.objectives.2.init_args.weight={weight}" in trial["command"]
+        name = "model.init_args.objectives.boundary.init_args.weight"
+        assert f"--{name}={trial['params'][name]}" in trial["command"]
     # the student logged each objective's term; its metadata names the teachers it read
     best = Path(trials[0]["run_dir"])
     history = read_runs(run_files(best / "wandb", trials[0]["id"])).history

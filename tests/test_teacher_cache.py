@@ -84,7 +84,7 @@ def online_and_cached(bench: Path, tmp: Path, checkpoint: Path):
     online.datamodule.setup("fit")
     cached = DistillModule(
         online.model.model, online.model.task, {"flow": str(checkpoint)},
-        list(online.model.objectives), teacher_mode="cached", teacher_cache=str(tmp / "cache"),
+        dict(online.model.objectives), teacher_mode="cached", teacher_cache=str(tmp / "cache"),
     )  # fmt: skip
     cached.attach_teacher_caches(online.datamodule)
     return online, cached
@@ -119,7 +119,7 @@ def test_cached_distillation_step_has_the_online_loss_terms(
     terms = {}
     for mode, module in (("online", online.model), ("cached", cached)):
         teachers = module.teacher_outputs(batch)
-        terms[mode] = {o.name: o(student, teachers, batch) for o in module.objectives}
+        terms[mode] = {o.name: o(student, teachers, batch) for o in module.objectives.values()}
     assert terms["online"].keys() == terms["cached"].keys() and len(terms["online"]) == 3
     for name, value in terms["online"].items():
         torch.testing.assert_close(terms["cached"][name], value, rtol=1e-4, atol=1e-5)
@@ -147,7 +147,7 @@ def test_cache_teachers_then_cached_fit_from_the_smoke_config(
     assert list(built.datamodule.modalities) == ["rgb"]  # no flow decoded
     built.trainer.fit(built.model, built.datamodule)
     logged = built.trainer.callback_metrics
-    for objective in built.model.objectives:
+    for objective in built.model.objectives.values():
         assert torch.isfinite(logged[f"train/{objective.name}"])
     assert "val/frame_mAP" in logged
 

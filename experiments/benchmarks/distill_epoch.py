@@ -111,15 +111,15 @@ def student_config(kind: str, checkpoint: Path, mode: str, cache: Path) -> dict:
         student=cls(f"{models}.ActionModel", encoder=encoder, head=head),
         task={"class_path": "lightning_modules.tasks.DenseTask"},
         teachers={"flow": str(checkpoint)},
-        objectives=[
-            cls(
+        objectives={
+            "atomic": cls(
                 f"{objectives}.AtomicContrastive",
                 student_channels=width,
                 teacher_channels={"flow": 128},
             ),
-            {"class_path": f"{objectives}.GlobalRelation"},
-            {"class_path": f"{objectives}.BoundarySaliency"},
-        ],
+            "global_relation": {"class_path": f"{objectives}.GlobalRelation"},
+            "boundary": {"class_path": f"{objectives}.BoundarySaliency"},
+        },
         lr=0.003,
         teacher_mode=mode,
         teacher_cache=str(cache),

@@ -6,7 +6,12 @@ from lightning_modules.distillation.augmented_rgb import (
     BoundarySaliency,
     GlobalRelation,
 )
-from lightning_modules.distillation.base import Objective, PairwiseObjective
+from lightning_modules.distillation.base import (
+    Objective,
+    ObjectiveNameError,
+    PairwiseObjective,
+    named_objectives,
+)
 from lightning_modules.distillation.classic import (
     AttentionTransfer,
     FitNet,
@@ -37,9 +42,11 @@ __all__ = [
     "MotionFeatureImitation",
     "MotionPredictionImitation",
     "Objective",
+    "ObjectiveNameError",
     "PairwiseObjective",
     "SimilarityPreserving",
     "ensemble_logits",
     "held_out_weights",
+    "named_objectives",
     "sample_weights",
 ]

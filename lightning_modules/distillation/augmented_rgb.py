@@ -72,10 +72,9 @@ class AtomicContrastive(PairwiseObjective):
         temperature: float = 0.1,
         window: int = 1,
         tap: str = HEAD_TAP,
-        name: str = "atomic",
         weight: float = 1.0,
     ) -> None:
-        super().__init__(name, weight, list(teacher_channels))
+        super().__init__(weight, list(teacher_channels))
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self.temperature, self.window, self.tap = temperature, window, tap
@@ -129,10 +128,9 @@ class GlobalRelation(PairwiseObjective):
         relation: Literal["time", "channel"] = "time",
         tap: str = HEAD_TAP,
         teachers: list[str] | None = None,
-        name: str = "global_relation",
         weight: float = 1.0,
     ) -> None:
-        super().__init__(name, weight, teachers)
+        super().__init__(weight, teachers)
         if relation not in ("time", "channel"):
             raise ValueError(f"relation must be 'time' or 'channel', got {relation!r}")
         self.relation, self.tap = relation, tap
@@ -178,10 +176,9 @@ class BoundarySaliency(PairwiseObjective):
         temperature: float = 0.1,
         tap: str = HEAD_TAP,
         teachers: list[str] | None = None,
-        name: str = "boundary",
         weight: float = 1.0,
     ) -> None:
-        super().__init__(name, weight, teachers)
+        super().__init__(weight, teachers)
         self.temperature, self.tap = temperature, tap
 
     def pair(

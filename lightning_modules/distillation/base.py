@@ -2,7 +2,8 @@
 
 An objective is a named, weighted term of the distillation loss:
 `forward(student, teachers, batch) -> Tensor`, a float32 scalar, unweighted (the DistillModule
-multiplies by `weight`, sums the terms and logs each one by `name`). `teachers` maps teacher
+multiplies by `weight`, sums the terms and logs each one by its key in the config's
+`objectives:` mapping, which it gives the objective as `name`). `teachers` maps teacher
 name to that teacher's `ModelOutput` on the same batch. Objectives read only `ModelOutput`s
 (`lightning_modules/models/outputs.py`), so each one works with every encoder and head.
 """
@@ -17,9 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datamodules.errors import ConfigError
 from lightning_modules.models.outputs import EMBEDDINGS_TAP, HEAD_TAP, ModelOutput
 
 Teachers = Mapping[str, ModelOutput]
+
+
+class ObjectiveNameError(ConfigError):
+    """An `objectives:` name that is no objective of the config, or one the logs reserve."""
 
 
 def detach_output(output: ModelOutput) -> ModelOutput:
@@ -61,9 +67,10 @@ class Objective(nn.Module):
     `held_out_statistics(teachers, batch)` over the held-out training videos and every rank,
     and hands the total to `fit_held_out(statistics, teacher_names)` when training starts."""
 
-    def __init__(self, name: str, weight: float = 1.0, teachers: list[str] | None = None) -> None:
+    def __init__(self, weight: float = 1.0, teachers: list[str] | None = None) -> None:
         super().__init__()
-        self.name = name
+        self.name = type(self).__name__
+        """Its key in the DistillModule's `objectives` (the logged name) once it is part of one."""
         self.weight = float(weight)
         self.teacher_names = None if teachers is None else tuple(teachers)
 
@@ -238,3 +245,27 @@ def logit_kd(
         rows = logit_rows(logits, mask), logit_rows(teacher_heads[head], mask)
         terms.append(kd(*rows, temperature))
     return torch.stack(terms).mean()
+
+
+RESERVED_TERMS = ("loss", "task")
+
+
+def named_objectives(objectives: Mapping[str, Objective]) -> dict[str, Objective]:
+    """The objectives, each told its name (its key); a key that is no objective of a class of
+    its own (a flag naming a term the config does not have) is refused with the known ones."""
+    named = {}
+    for name, objective in objectives.items():
+        if type(objective) is Objective or not isinstance(objective, Objective):
+            known = [key for key, o in objectives.items() if type(o) is not Objective]
+            raise ObjectiveNameError(
+                f"objective {name!r} names no objective class; the config's objectives are "
+                f"{known}. Fix: spell one of them, or give {name!r} a class_path"
+            )
+        if name in RESERVED_TERMS or name.startswith("task_") or "." in name:
+            raise ObjectiveNameError(
+                f"objective {name!r}: the names loss, task, task_* and names with dots are "
+                "taken by the logged loss terms; rename it"
+            )
+        objective.name = name
+        named[name] = objective
+    return named

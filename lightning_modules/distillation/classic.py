@@ -40,10 +40,9 @@ class LogitKD(PairwiseObjective):
         kind: Literal["softmax", "sigmoid"],
         temperature: float = 4.0,
         teachers: list[str] | None = None,
-        name: str = "logit_kd",
         weight: float = 1.0,
     ) -> None:
-        super().__init__(name, weight, teachers)
+        super().__init__(weight, teachers)
         if kind not in ("softmax", "sigmoid"):
             raise ValueError(f"kind must be 'softmax' or 'sigmoid', got {kind!r}")
         self.kd = softmax_kd if kind == "softmax" else sigmoid_kd
@@ -74,10 +73,9 @@ class FitNet(PairwiseObjective):
         student_channels: int,
         teacher_channels: dict[str, int],
         tap: str = HEAD_TAP,
-        name: str = "fitnet",
         weight: float = 1.0,
     ) -> None:
-        super().__init__(name, weight, list(teacher_channels))
+        super().__init__(weight, list(teacher_channels))
         self.tap = tap
         self.adapters = nn.ModuleDict(
             {t: nn.Conv1d(student_channels, c, 1) for t, c in teacher_channels.items()}
@@ -107,10 +105,9 @@ class AttentionTransfer(PairwiseObjective):
         self,
         tap: str = HEAD_TAP,
         teachers: list[str] | None = None,
-        name: str = "attention_transfer",
         weight: float = 1.0,
     ) -> None:
-        super().__init__(name, weight, teachers)
+        super().__init__(weight, teachers)
         self.tap = tap
 
     def pair(
@@ -137,10 +134,9 @@ class SimilarityPreserving(PairwiseObjective):
         self,
         tap: str = HEAD_TAP,
         teachers: list[str] | None = None,
-        name: str = "similarity",
         weight: float = 1.0,
     ) -> None:
-        super().__init__(name, weight, teachers)
+        super().__init__(weight, teachers)
         self.tap = tap
 
     def pair(

@@ -69,10 +69,9 @@ class MotionFeatureImitation(PairwiseObjective):
         student_channels: int,
         teacher_channels: dict[str, int],
         source: Source = "motion",
-        name: str = "motion_feature",
         weight: float = 1.0,
     ) -> None:
-        super().__init__(name, weight, list(teacher_channels))
+        super().__init__(weight, list(teacher_channels))
         _check_source(source)
         self.source = source
         self.adapters = nn.ModuleDict(
@@ -120,10 +119,9 @@ class MotionPredictionImitation(PairwiseObjective):
         source: Source = "motion",
         regression_weight: float = 1.0,
         teachers: list[str] | None = None,
-        name: str = "motion_prediction",
         weight: float = 1.0,
     ) -> None:
-        super().__init__(name, weight, teachers)
+        super().__init__(weight, teachers)
         _check_source(source)
         self.source, self.regression_weight = source, regression_weight
 
@@ -159,8 +157,8 @@ class AppearanceTaskLoss(Objective):
         task: the student's task (`DenseTask`, `SegmentTask`, ...), the same as the main loss.
     """
 
-    def __init__(self, task: Task, name: str = "appearance", weight: float = 1.0) -> None:
-        super().__init__(name, weight, teachers=[])
+    def __init__(self, task: Task, weight: float = 1.0) -> None:
+        super().__init__(weight, teachers=[])
         self.task = task
 
     def compute(

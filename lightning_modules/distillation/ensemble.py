@@ -204,10 +204,9 @@ class EnsembleLogitKD(Objective):
         weights: Weights | None = None,
         temperature: float = 1.0,
         teachers: list[str] | None = None,
-        name: str = "ensemble_kd",
         weight: float = 1.0,
     ) -> None:
-        super().__init__(name, weight, teachers)
+        super().__init__(weight, teachers)
         if weighting not in ("uniform", "per_sample", "held_out"):
             raise ValueError(f"unknown weighting {weighting!r}")
         if weights is not None and weighting != "held_out":

@@ -33,7 +33,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from datamodules.annotations import AnnotationError
-from datamodules.errors import debugging, find_cause
+from datamodules.errors import ConfigError, debugging, find_cause
 from datamodules.sources.base import DataError
 from lightning_modules.runs.callbacks import RunCheckpoint, RunRecorder
 from lightning_modules.runs.checkpoint_io import DiskFullError, RunCheckpointIO
@@ -47,7 +47,6 @@ from lightning_modules.runs.directory import (
     locate_run,
     lock_folder,
 )
-from lightning_modules.runs.list_items import expand_list_items
 from lightning_modules.runs.meta import read_meta
 from lightning_modules.runs.nan_guard import NonFiniteError, NonFiniteGuard
 from lightning_modules.runs.preemption import PREEMPTED_EXIT_CODE, Preempted, Preemption
@@ -80,10 +79,6 @@ class CrossdistillCLI(LightningCLI):
             args=args,
             auto_configure_optimizers=False,
         )
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse, with `--list.N.field=value` flags for list items (W&B sweep names)."""
-        self.config = parser.parse_args(expand_list_items(parser, list(args)))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -254,6 +249,7 @@ USER_ERRORS = (
     NonFiniteError,
     FileNotFoundError,
     DiskFullError,
+    ConfigError,
 )
 """Errors that mean a mistake in the command, config or data; their messages name the fix."""
 
