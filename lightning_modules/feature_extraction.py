@@ -19,7 +19,6 @@ training and names this command to rebuild a truncated or altered one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shlex
@@ -38,15 +37,7 @@ from datamodules.dataset import Collate
 from datamodules.grid import video_steps
 from datamodules.sources import DataError
 from datamodules.sources.features import META
-from datamodules.sources.integrity import save_npy_atomic, write_json_atomic
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from datamodules.sources.integrity import DIGEST, file_digest, save_npy_atomic, write_json_atomic
 
 
 def build_parser() -> ArgumentParser:
@@ -160,7 +151,7 @@ def main(argv: list[str]) -> int:
         "videos": len(features),
         "encoder": f"{type(encoder).__module__}.{type(encoder).__name__}",
         "checkpoint": str(config.checkpoint),
-        "checkpoint_sha256": file_sha256(config.checkpoint),
+        f"checkpoint_{DIGEST}": file_digest(config.checkpoint),
         "data_root": str(datamodule.root),
         "command": shlex.join(["crossdistill", "extract-features", *argv]),
         "files": files,

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
+from datamodules.sources.integrity import file_digest
 from lightning_modules.cli import LIGHTNING_COMMANDS, PROJECT_COMMANDS, main
 from lightning_modules.runs.directory import RUN_NAME_ENV, RunDirError, locate_run
-from lightning_modules.runs.meta import file_hash
 from tests.cli_helpers import (
     BASE,
     CONFIGS,
@@ -177,8 +177,8 @@ def test_fit_fills_its_run_directory(trained: Path, bench: Path) -> None:
     assert all(meta["packages"].values())
     assert meta["device"]["root_device"] == "cpu" and meta["host"]
     assert meta["data"]["root"] == str(bench.resolve())
-    assert meta["data"]["files"]["benchmark.json"] == file_hash(bench / "benchmark.json")
-    assert "annotations/activitynet.json" in meta["data"]["files"]
+    assert meta["data"]["blake2b"]["benchmark.json"] == file_digest(bench / "benchmark.json")
+    assert "annotations/activitynet.json" in meta["data"]["blake2b"]
     assert meta["teachers"] == {} and meta["history"] == []
     rows = read_csv(trained / "metrics.csv")
     assert any(row["val/frame_mAP"] for row in rows) and any(row["train/loss"] for row in rows)

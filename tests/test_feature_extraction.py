@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_modules.feature_extraction import file_sha256, main
+from datamodules.sources.integrity import file_digest
+from lightning_modules.feature_extraction import main
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark
 from tests.test_teacher import cli
@@ -41,7 +42,7 @@ def test_features_cover_every_video_and_match_the_encoder(
     assert main([*data, "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
 
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["checkpoint_sha256"] == file_sha256(checkpoint)
+    assert meta["checkpoint_blake2b"] == file_digest(checkpoint)
     assert (meta["fps"], meta["stride"], meta["window"], meta["feature_dim"]) == (10.0, 1, 1, 32)
     database = json.loads((bench / "annotations" / "activitynet.json").read_text())["database"]
     assert meta["videos"] == len(database)

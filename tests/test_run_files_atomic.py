@@ -205,3 +205,28 @@ def test_only_leftovers_of_killed_writes_are_removed(tmp_path: Path) -> None:
     (tmp_path / ".model.pt.signature").write_text("mine")
     RunCheckpointIO().save_checkpoint({"epoch": 1}, path)
     assert (tmp_path / ".model.pt.signature").read_text() == "mine"
+
+
+def test_run_meta_names_files_by_the_digest_of_the_caches_and_features(tmp_path: Path) -> None:
+    """One hash in the project: run_meta.json's teacher digest is the one the teacher cache and
+    extract-features record for the same checkpoint, so they can be compared. A record of an
+    earlier version (sha256) is compared by path only, not reported as changed content."""
+    from datamodules.sources.integrity import DIGEST, file_digest
+    from lightning_modules.runs.meta import changed_inputs, teacher_hashes
+
+    checkpoint = tmp_path / "flow.ckpt"
+    checkpoint.write_bytes(b"weights")
+    recorded = teacher_hashes({"flow": str(checkpoint)})["flow"]
+    assert recorded == {"path": str(checkpoint), DIGEST: file_digest(checkpoint)}
+    source = Path(__file__).parents[1] / "lightning_modules"
+    assert 'f"checkpoint_{DIGEST}"' in (source / "feature_extraction.py").read_text()
+    assert 'f"checkpoint_{DIGEST}"' in (source / "teacher_cache.py").read_text()
+    now = {"teachers": {"flow": recorded}, "data": {"root": "/d", DIGEST: {"a.json": "1"}}}
+    legacy = {"teachers": {"flow": {"path": str(checkpoint), "sha256": "0" * 64}},
+              "data": {"root": "/d", "files": {"a.json": "2"}}}  # fmt: skip
+    assert changed_inputs(legacy, now) == []
+    moved = {"teachers": {"flow": {"path": "/elsewhere.ckpt", "sha256": "0" * 64}}}
+    assert changed_inputs(moved, now) and "flow" in changed_inputs(moved, now)[0]
+    other = {**now, "data": {"root": "/d", DIGEST: {"a.json": "3"}}}
+    assert changed_inputs(other, now) == ["data file a.json: its content changed (or it was "
+                                          "added or removed)"]  # fmt: skip

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from datamodules.sources.integrity import file_digest
 from lightning_modules.cli import main
-from lightning_modules.runs.meta import file_hash
 from lightning_modules.runs.wandb_files import read_runs, run_files
 from lightning_modules.sweep.agent import agent_command
 from lightning_modules.sweep.engine import STATE_FILE, SweepFileError, SweepState, Trial, draw
@@ -218,7 +218,7 @@ def test_sweep_runs_offline_and_resumes(
     assert {"train/atomic", "train/global_relation", "train/boundary"} <= set(history[0])
     meta = json.loads((best / "run_meta.json").read_text())
     flow = teacher_runs / "flow/checkpoints/last.ckpt"
-    assert meta["teachers"]["flow"] == {"path": str(flow), "sha256": file_hash(flow)}
+    assert meta["teachers"]["flow"] == {"path": str(flow), "blake2b": file_digest(flow)}
     # run again: the three trials are done, nothing is launched
     assert main(args) == 0
     assert "3 trial(s) already done" in capsys.readouterr().out

@@ -8,7 +8,6 @@ loads (hashed by content, like the teacher cache keys them).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -24,7 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from datamodules.sources.integrity import write_atomic
+from datamodules.sources.integrity import DIGEST, file_digest, write_atomic
 from lightning_modules.runs.directory import RunDirError, RunLocation
 
 PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "wandb", "numpy", "jsonargparse")
@@ -71,20 +70,25 @@ def write_meta(path: Path, meta: dict[str, Any]) -> None:
 
 def changed_inputs(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """What a resumed run would read differently from what its earlier sessions read: teacher
-    checkpoints and data files (by content hash), and the data root."""
+    checkpoints and data files (by content digest), and the data root. Records of another hash
+    (an earlier version's sha256) name no digest of ours and are compared by path only."""
     changes = []
     before, now = previous.get("teachers") or {}, current.get("teachers") or {}
     for name in sorted(set(before) | set(now)):
         old, new = before.get(name) or {}, now.get(name) or {}
-        if old.get("sha256") != new.get("sha256"):
+        compared = DIGEST if DIGEST in old or not old else "path"
+        if old.get(compared) != new.get(compared):
             changes.append(
-                f"teacher {name!r}: {old.get('path')} (sha256 {str(old.get('sha256'))[:12]}) -> "
-                f"{new.get('path')} (sha256 {str(new.get('sha256'))[:12]})"
+                f"teacher {name!r}: {old.get('path')} ({DIGEST} {str(old.get(DIGEST))[:12]}) -> "
+                f"{new.get('path')} ({DIGEST} {str(new.get(DIGEST))[:12]})"
             )
     old_data, new_data = previous.get("data") or {}, current.get("data") or {}
     if old_data.get("root") != new_data.get("root"):
         changes.append(f"data root: {old_data.get('root')} -> {new_data.get('root')}")
-    old_files, new_files = old_data.get("files") or {}, new_data.get("files") or {}
+    old_files, new_files = old_data.get(DIGEST), new_data.get(DIGEST) or {}
+    if old_files is None:
+        return changes
+
     for name in sorted(set(old_files) | set(new_files)):
         if old_files.get(name) != new_files.get(name):
             changes.append(f"data file {name}: its content changed (or it was added or removed)")
@@ -148,13 +152,13 @@ def data_info(datamodule: Any) -> dict[str, Any]:
     files = [root / MANIFEST, *map(Path, getattr(datamodule, "annotation_files", []))]
     return {
         "root": str(root.resolve()),
-        "files": {_relative(p, root): file_hash(p) for p in dict.fromkeys(files) if p.is_file()},
+        DIGEST: {_relative(p, root): file_digest(p) for p in dict.fromkeys(files) if p.is_file()},
     }
 
 
 def teacher_hashes(teachers: Mapping[str, str]) -> dict[str, dict[str, str | None]]:
     return {
-        name: {"path": str(path), "sha256": file_hash(Path(path)) if Path(path).is_file() else None}
+        name: {"path": str(path), DIGEST: file_digest(Path(path)) if Path(path).is_file() else None}
         for name, path in teachers.items()
     }
 
@@ -172,14 +176,6 @@ def wandb_info(trainer: pl.Trainer) -> dict[str, Any] | None:
                 "dir": str(Path(run.dir).parent.resolve()),
             }
     return None
-
-
-def file_hash(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _version(name: str) -> str | None:
