@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from datamodules.annotations import VideoRecord
-from datamodules.flow import quantize_flow
 from datamodules.grid import TimeGrid
+from datamodules.optical_flow import quantize_flow
 from datamodules.sources import (
     BoxSource,
     DataError,

@@ -12,7 +12,7 @@ import decord
 import numpy as np
 import pytest
 
-from datamodules.flow import dequantize_flow
+from datamodules.optical_flow import dequantize_flow
 from datamodules.synthetic import SyntheticConfig, generate_benchmark
 from datamodules.synthetic.actions import CLASS_NAMES, JOINTS
 from datamodules.synthetic.generator import SUBSETS, BenchmarkRootError

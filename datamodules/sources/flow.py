@@ -1,7 +1,7 @@
 """Optical flow on the grid as `(2, T, S, S)`: x and y displacement in output pixels / `bound`.
 
 Two storages, told apart by the file name: the synthetic benchmark's quantised flow video
-(`.mp4`, see `datamodules.flow`), decoded like RGB and dequantised; and `.npy` arrays
+(`.mp4`, see `datamodules.optical_flow`), decoded like RGB and dequantised; and `.npy` arrays
 `(T, H, W, 2)` in pixels per frame. Displacements are rescaled with the frames (a frame halved
 in size moves half as many pixels), so flow stays in pixels of the tensor it lives in.
 """
@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from datamodules.annotations import VideoRecord
-from datamodules.flow import dequantize_flow
 from datamodules.grid import TimeGrid, expected_frames
+from datamodules.optical_flow import dequantize_flow
 from datamodules.sources.base import (
     DataError,
     Problem,

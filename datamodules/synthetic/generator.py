@@ -7,7 +7,7 @@ Layout under the output folder (every path is also listed in `benchmark.json`):
     annotations/charades_<subset>.csv   Charades layout, same segments as the JSON
     annotations/charades_classes.txt    "c000 walk_left" lines
     videos/<id>.mp4                     RGB, H.264 yuv420p
-    flow/<id>.mp4                       OpenCV DIS flow of the decoded RGB, see datamodules.flow
+    flow/<id>.mp4                       OpenCV DIS flow of decoded RGB (datamodules.optical_flow)
     pose/<id>.npy                       (T, K, 3) float32 keypoints: x, y, confidence
     boxes/<id>.json                     per-frame detections with category and score
     summary.md                          counts per subset and class, and the time it took
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.annotations import Segment, VideoRecord
-from datamodules.flow import FLOW_BOUND_PX, compute_flow, quantize_flow
+from datamodules.optical_flow import FLOW_BOUND_PX, compute_flow, quantize_flow
 from datamodules.sources.base import DataError
 from datamodules.sources.integrity import write_json_atomic
 from datamodules.synthetic.actions import (

@@ -8,7 +8,7 @@ start from the same mp4 of the synthetic benchmark, decoded with decord as the d
   `configs/teacher/dense_rgb.yaml` (a VideoCNN + PDAN, the student of dense_dai21.yaml),
   written as an export here, or a trained run's export with `--student`.
 - two-stream: decode -> RGB tensor, and optical flow computed from the decoded frames with our
-  OpenCV DIS (`datamodules.flow.compute_flow`, as the benchmark's flow files were made) ->
+  OpenCV DIS (`datamodules.optical_flow.compute_flow`, as the benchmark's flow files were made) ->
   flow tensor -> the RGB and flow encoders of `configs/teacher/dense_{rgb,flow}.yaml` side by
   side (`EarlyFusion`) into one PDAN, the frame-level twin of
   `configs/teacher/dense_features_rgb_flow.yaml`; or a trained export with `--two-stream`.
@@ -43,7 +43,7 @@ import torch
 import yaml
 from torch import nn
 
-from datamodules.flow import FLOW_BOUND_PX, compute_flow
+from datamodules.optical_flow import FLOW_BOUND_PX, compute_flow
 from datamodules.sources.decoders import DecordReader
 from datamodules.sources.video import square_resize
 from datamodules.synthetic import SyntheticConfig, generate_benchmark

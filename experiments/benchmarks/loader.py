@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from datamodules.datamodule import MultimodalDataModule
-from datamodules.flow import dequantize_flow
 from datamodules.grid import TimeGrid
+from datamodules.optical_flow import dequantize_flow
 from datamodules.sampling import Window
 from datamodules.sources import FlowSource, VideoSource
 from datamodules.synthetic import SyntheticConfig, generate_benchmark
