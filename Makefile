@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -19,6 +19,13 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# the unit lane (seconds): objectives, metrics, models, annotation readers, sampling, recipes
+FAST_TESTS := tests/distillation tests/metrics tests/models tests/test_annotations_formats.py \
+	tests/test_annotations_realdata.py tests/test_sampling.py tests/test_held_out_split.py \
+	tests/test_reproduce.py
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(FAST_TESTS)
 
 lint: install
 	$(BIN)/ruff check .
