@@ -92,7 +92,7 @@ def check_teacher_file(path: Path) -> None:
         raise TeacherMismatchError(
             f"teacher checkpoint {path} holds no checkpoint. {TRAIN_A_TEACHER}"
         )
-    if "student" in checkpoint.get("hyper_parameters", {}) or {
+    if "teachers" in checkpoint.get("hyper_parameters", {}) or {
         "model",
         "task",
         "modalities",
@@ -130,10 +130,13 @@ def load_teacher_module(checkpoint: str | Path) -> TeacherModule:
 
 
 class DistillModule(TaskModule):
-    """Train `student` on the task with distillation objectives from frozen teachers.
+    """Train the RGB student `model` on the task with distillation objectives from frozen
+    teachers.
 
     Args:
-        student: the RGB model (`ActionModel`, `DecomposedStudent`, ...).
+        model: the RGB student (`ActionModel`, `DecomposedStudent`, ...), named as the
+            TeacherModule names its model, so that a distillation config composes after its
+            RGB baseline's config and adds only teachers, objectives and what the data loads.
         task: the task family (loss, decoding, metrics).
         teachers: teacher name -> TeacherModule checkpoint path; objectives refer to the names.
         objectives: distillation terms (`lightning_modules.distillation`) by name, each with its
@@ -151,7 +154,7 @@ class DistillModule(TaskModule):
 
     def __init__(
         self,
-        student: nn.Module,
+        model: nn.Module,
         task: Task,
         teachers: dict[str, str],
         objectives: dict[str, Objective],
@@ -166,7 +169,7 @@ class DistillModule(TaskModule):
     ) -> None:
         super().__init__(task, lr, weight_decay, warmup_epochs, schedule, predictions_dir)
         self.save_init_args()
-        self.model = student
+        self.model = model
         self.objectives = nn.ModuleDict(named_objectives(objectives))
         self.task_weight = task_weight
         if teacher_mode not in ("online", "cached"):

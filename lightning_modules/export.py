@@ -8,8 +8,8 @@ holds only what inference needs:
     format            "crossdistill-student-export"
     format_version    FORMAT_VERSION
     model             the model's config, {"class_path", "init_args"} as in the YAML (from the
-                      module's saved hyperparameters: DistillModule's `student`, TeacherModule's
-                      `model`), with every `pretrained` path cleared: the weights are here
+                      module's saved hyperparameters, its `model`), with every `pretrained`
+                      path cleared: the weights are here
     state_dict        the model's tensors (the `model.*` entries of the checkpoint, unprefixed);
                       never a teacher's, never a distillation objective's (projection heads...)
     dropped_modules   submodules left out because inference never runs them: the branch
@@ -55,9 +55,8 @@ from lightning_modules.tasks import Task
 FORMAT = "crossdistill-student-export"
 FORMAT_VERSION = 1
 SUFFIX = ".student.pt"
-MODEL_ARGUMENTS = ("student", "model")
-"""The init argument holding the trained model: DistillModule's `student`, TeacherModule's
-`model`."""
+MODEL_ARGUMENT = "model"
+"""The init argument holding the trained model (DistillModule's and TeacherModule's)."""
 INFERENCE_UNUSED: dict[type[nn.Module], tuple[str, ...]] = {
     DecomposedStudent: ("branch_head", "motion_head"),
 }
@@ -81,24 +80,20 @@ def export_path(checkpoint: str | Path) -> Path:
 
 def model_config(hparams: Mapping[str, Any]) -> dict[str, Any]:
     """The trained model's `{"class_path", "init_args"}` from a module's hyperparameters."""
-    for name in MODEL_ARGUMENTS:
-        value = hparams.get(name)
-        if value is not None:
-            break
-    else:
+    value = hparams.get(MODEL_ARGUMENT)
+    if value is None:
         raise ExportError(
-            f"the module's hyperparameters have none of {list(MODEL_ARGUMENTS)}: only modules "
-            "that train a model given as `student` (DistillModule) or `model` (TeacherModule) "
-            "can be exported"
+            f"the module's hyperparameters have no `{MODEL_ARGUMENT}`: only modules that train "
+            "a model given as `model` (DistillModule, TeacherModule) can be exported"
         )
     if not (isinstance(value, Mapping) and "class_path" in value):
         raise ExportError(
-            f"the module's `{name}` was given as an object ({type(value).__name__}), so its "
-            "config is unknown: an export rebuilds the model from class_path/init_args, which "
-            "the CLI (crossdistill fit) records. Fix: train through the CLI, or build the module "
-            "with jsonargparse from a config"
+            f"the module's `{MODEL_ARGUMENT}` was given as an object ({type(value).__name__}), "
+            "so its config is unknown: an export rebuilds the model from class_path/init_args, "
+            "which the CLI (crossdistill fit) records. Fix: train through the CLI, or build the "
+            "module with jsonargparse from a config"
         )
-    return _without_pretrained(_plain(value, name))
+    return _without_pretrained(_plain(value, MODEL_ARGUMENT))
 
 
 def export_payload(

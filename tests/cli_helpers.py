@@ -26,10 +26,10 @@ FEATURES = ["--config", str(CONFIGS / "data" / "synthetic_features.yaml")]
 
 
 def with_base(path: Path) -> list[str]:
-    """`--config` flags for a config file, preceded by its base when it is an overlay (its
-    comment says "compose after X.yaml", X relative to configs/)."""
+    """`--config` flags for a config file, preceded by its bases when it is an overlay (its
+    comment says "compose after X.yaml", X relative to configs/, itself maybe an overlay)."""
     base = re.search(r"compose after\s*#?\s*([\w/]+\.yaml)", path.read_text())
-    overlay = ["--config", str(CONFIGS / base.group(1))] if base else []
+    overlay = with_base(CONFIGS / base.group(1)) if base else []
     return [*overlay, "--config", str(path)]
 
 

@@ -61,7 +61,7 @@ def test_objectives_are_set_by_name(capsys: pytest.CaptureFixture[str], tmp_path
     """W&B sweep names such as model.init_args.objectives.global_relation.init_args.weight reach
     the objective of that name, whatever the order of the config; an unknown name is refused
     with the names the config has."""
-    distill = ["--config", str(CONFIGS / "distill/dense_features_dai21.yaml")]
+    distill = with_base(CONFIGS / "distill/dense_features_dai21.yaml")
     base = ["--config", str(CONFIGS / "data/synthetic_features.yaml"), *distill]
     items = [
         "--model.init_args.objectives.global_relation.init_args.weight=0.25",
@@ -96,6 +96,20 @@ def test_every_config_parses(path: Path, capsys: pytest.CaptureFixture[str]) -> 
     overridden = yaml.safe_load(path.read_text())
     for section in overridden:
         assert section in config
+
+
+def test_no_distillation_config_copies_its_baselines_model() -> None:
+    """The student is the RGB baseline's `model` (a distillation config composes after the
+    baseline's config); a student block equal to a teacher config's model is a copy."""
+    teachers = {
+        path.name: yaml.safe_load(path.read_text())["model"]["init_args"]["model"]
+        for path in (CONFIGS / "teacher").glob("*.yaml")
+    }
+    for path in (CONFIGS / "distill").glob("*.yaml"):
+        init_args = (yaml.safe_load(path.read_text()).get("model") or {}).get("init_args") or {}
+        assert "student" not in init_args, path.name
+        copied = [name for name, model in teachers.items() if init_args.get("model") == model]
+        assert not copied, f"{path.name} copies the model of {copied}"
 
 
 def test_default_logger_is_csv_and_wandb_config_selects_wandb(

@@ -135,7 +135,7 @@ def test_frame_level_student_trains_its_backbone_with_frozen_teachers(tmp_path_f
 
     runs = tmp_path_factory.mktemp("frame_student")
     built = cli([
-        *frames, "--config", str(CONFIGS / "distill" / "dense_dai21.yaml"), *tiny(bench, runs),
+        *frames, *with_base(CONFIGS / "distill" / "dense_dai21.yaml"), *tiny(bench, runs),
         *size, "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
         *(f"--model.init_args.teachers.{name}={path}" for name, path in checkpoints.items()),
     ])  # fmt: skip
@@ -212,7 +212,7 @@ def test_a_wrong_teacher_file_is_named_with_what_it_is(
     with pytest.raises(TeacherMismatchError, match=r"is a student export"):
         load_teacher_module(export)
     flow = torch.load(teacher_checkpoints["flow"], map_location="cpu", weights_only=False)
-    student = {**flow, "hyper_parameters": {**flow["hyper_parameters"], "student": {}}}
+    student = {**flow, "hyper_parameters": {**flow["hyper_parameters"], "teachers": {}}}
     torch.save(student, tmp_path / "student.ckpt")
     with pytest.raises(TeacherMismatchError, match=r"a distilled student's checkpoint"):
         load_teacher_module(tmp_path / "student.ckpt")

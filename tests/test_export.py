@@ -25,7 +25,7 @@ from lightning_modules.export import (
     read_export,
     save_export,
 )
-from tests.cli_helpers import CONFIGS, FEATURES, REPO, quiet_features_run
+from tests.cli_helpers import CONFIGS, FEATURES, REPO, quiet_features_run, with_base
 from tests.data_helpers import tiny_benchmark, with_random_features
 
 DENSE_TASK = {"class_path": "lightning_modules.tasks.DenseTask"}
@@ -55,7 +55,7 @@ def runs(feature_bench: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     teacher = runs / "flow" / "checkpoints" / "last.ckpt"
     teachers = [f"--model.init_args.teachers.{m}={teacher}" for m in ("flow", "pose")]
     config = CONFIGS / "distill" / "dense_features_dai21.yaml"
-    args = [*FEATURES, "--config", str(config), *quiet_features_run(feature_bench, runs), *teachers]
+    args = [*FEATURES, *with_base(config), *quiet_features_run(feature_bench, runs), *teachers]
     assert main(["fit", *args, "--trainer.max_steps=2", "--run_name", "student"]) == 0
     return runs
 
@@ -214,7 +214,8 @@ def fake_checkpoint(config: dict, model: torch.nn.Module) -> dict:
     """What a fit's checkpoint holds for `model` built from `config` (for unit tests)."""
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     state["objectives.atomic.head.weight"] = torch.ones(2)
-    return {"state_dict": state, "hyper_parameters": {"student": config, "task": DENSE_TASK}}
+    hyper_parameters = {"model": config, "teachers": {}, "task": DENSE_TASK}
+    return {"state_dict": state, "hyper_parameters": hyper_parameters}
 
 
 def pdan(width: int) -> dict:

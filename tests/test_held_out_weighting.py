@@ -55,7 +55,7 @@ def train_teacher(bench: Path, runs: Path, name: str, *flags: str) -> Path:
 def student(bench: Path, runs: Path, checkpoints: dict[str, Path]) -> Any:
     return build_cli(
         [
-            *clip_run(bench, runs, "distill/clips_radevski.yaml"),
+            *clip_run(bench, runs, "teacher/clips_rgb.yaml", "distill/clips_radevski.yaml"),
             *[f"--model.init_args.teachers.{n}={p}" for n, p in checkpoints.items()],
             HELD_OUT_KD,
             HELD_OUT,
@@ -126,7 +126,9 @@ def test_held_out_fit_under_ddp_sums_the_shards_of_both_ranks(bench: Path, tmp_p
     loader = cli.datamodule.held_out_dataloader()
     assert len(loader.dataset) >= 2  # each rank gets some of the clips
     expected = softmin_of_mean_ce(checkpoints, loader)
-    flags = clip_run(bench, tmp_path / "ddp", "distill/clips_radevski.yaml")
+    flags = clip_run(
+        bench, tmp_path / "ddp", "teacher/clips_rgb.yaml", "distill/clips_radevski.yaml"
+    )
     flags = [f for f in flags if not f.startswith("--trainer.default_root_dir")]
     result = subprocess.run(
         [CONSOLE_SCRIPT, "fit", *flags, HELD_OUT_KD, HELD_OUT,

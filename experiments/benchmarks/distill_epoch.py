@@ -108,7 +108,7 @@ def student_config(kind: str, checkpoint: Path, mode: str, cache: Path) -> dict:
     objectives = "lightning_modules.distillation"
     return cls(
         "lightning_modules.distill.DistillModule",
-        student=cls(f"{models}.ActionModel", encoder=encoder, head=head),
+        model=cls(f"{models}.ActionModel", encoder=encoder, head=head),
         task={"class_path": "lightning_modules.tasks.DenseTask"},
         teachers={"flow": str(checkpoint)},
         objectives={
