@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from lightning_modules.runs.wandb_files import read_runs, run_files
 from lightning_modules.sweep.agent import agent_command
 from lightning_modules.sweep.engine import STATE_FILE, SweepFileError, SweepState, Trial, draw
 from lightning_modules.sweep.runner import leaderboard
-from tests.cli_helpers import CONFIGS, FEATURES, REPO, subprocess_env
+from tests.cli_helpers import CONFIGS, CONSOLE_SCRIPT, FEATURES, REPO, subprocess_env
 from tests.data_helpers import tiny_benchmark, with_random_features
 
 SWEEP_FILES = sorted((CONFIGS / "sweeps").glob("*.yaml"))
@@ -223,3 +224,17 @@ def test_sweep_runs_offline_and_resumes(
     assert main(args) == 0
     assert "3 trial(s) already done" in capsys.readouterr().out
     assert len(json.loads((folder / STATE_FILE).read_text())["trials"]) == 3
+
+
+def test_trials_run_the_crossdistill_of_this_installation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`.venv/bin/crossdistill sweep run` without an activated venv: the trials' `crossdistill`
+    is found next to the interpreter running the sweep (it was a FileNotFoundError traceback)."""
+    import sys
+
+    from lightning_modules.sweep.runner import trial_env
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    env = trial_env("t1", "group")
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert shutil.which("crossdistill", path=env["PATH"]) == str(CONSOLE_SCRIPT)
+    assert env["WANDB_MODE"] == "offline" and env["WANDB_RUN_ID"] == "t1"

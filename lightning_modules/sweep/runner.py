@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,9 +27,16 @@ Say = Callable[[str], None]
 
 
 def trial_env(trial_id: str, group: str) -> dict[str, str]:
+    """The trial's environment: this one, offline W&B named after the trial, and the scripts of
+    this installation first on PATH, so that the command's `crossdistill` is the one running the
+    sweep (`.venv/bin/crossdistill sweep run` works without activating the venv)."""
     env = dict(os.environ)
     env.pop(RUN_NAME_ENV, None)  # the trial's run is named by WANDB_RUN_ID
     env.update({"WANDB_MODE": "offline", "WANDB_RUN_ID": trial_id, "WANDB_RUN_GROUP": group})
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(
+        [scripts, *(p for p in env.get("PATH", "").split(os.pathsep) if p)]
+    )
     return env
 
 
