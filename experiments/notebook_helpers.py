@@ -42,7 +42,7 @@ PREDICTION_FILES = {"dense": "frames.npz", "segments": "segments.json", "clips":
 def reproduce(table: str, out: Path, smoke: bool, data: str = "synthetic") -> dict:
     """Run `crossdistill reproduce` in this process (finished rows are skipped, interrupted ones
     resumed) and return the table's `results.json`."""
-    from lightning_modules.reproduce.cli import main
+    from lightning_modules.commands.reproduce import main
 
     argv = [table, "--out", str(out), "--data", data, *(["--smoke"] if smoke else [])]
     status = main(argv)

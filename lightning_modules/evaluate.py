@@ -1,50 +1,17 @@
-"""`crossdistill evaluate`: score prediction files, from this or any other tool, against ground
-truth. Prints one JSON object to stdout; every score is a fraction in [0, 1].
+"""Scoring prediction files, from this or any other tool, against ground truth.
 
-    crossdistill evaluate segments --ground-truth GT.json --predictions PRED.json
-                                   [--subset NAME] [--tiou T ...]
-    crossdistill evaluate frames --ground-truth GT.json --predictions SCORES.npz [--subset NAME]
-    crossdistill evaluate clips --predictions CLIPS.json
-
-Unknown videos, labels and classes, malformed segments (end before start, negative times) and
-NaN scores are errors that name the entry; the exit status is then 1.
-
-ground truth (segments, frames): the ActivityNet layout, times in seconds,
-  {"database": {VIDEO: {"subset", "duration", "annotations": [{"segment": [s, e], "label"}]}}}
-  with the classes from "taxonomy" (or the labels used; see datamodules read_activitynet).
-  --subset names the evaluated subset (any case); a file with several subsets needs it (the
-  official ActivityNet evaluator scores "validation").
-
-segments: predictions in the ActivityNet results layout,
-  {"results": {VIDEO: [{"label", "score", "segment": [s, e]}]}}
-  Detection mAP at each tIoU threshold (default ActivityNet's 0.5:0.05:0.95; THUMOS14 uses
-  0.3 0.4 0.5 0.6 0.7); see lightning_modules/metrics/segment_map.py. Evaluated videos without
-  predictions count as missed. Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ...}.
-
-frames: an npz holding a (T, K) score array per video id and a `classes` array naming the K
-  columns (labels of the ground truth), and optionally `stride`, the seconds per row (what
-  crossdistill writes). Row i stands for time (i + 0.5) * stride, and T must then be the video's
-  number of steps (+-1): padded or cut arrays are refused; without `stride`, row i stands for
-  (i + 0.5) * duration / T. A row is positive for a class when that time lies in [start, end] of
-  one of its segments. Scores must be finite. Every
-  evaluated video needs scores, and every class with ground truth a column.
-  Prints {"frame_mAP": ..., "frame_mAP_all": ...} (classes with a positive / all columns).
-
-clips: one JSON file with the predictions and labels of trimmed clips,
-  {"scores": "logits" | "probabilities",
-   "heads": {HEAD: [class names, in score order], ...},
-   "clips": {CLIP: {HEAD: {"label": name, "scores": [K numbers]}, ...}, ...}}
-  One head (e.g. "action" with Something-Something's 174 templates) or several
-  (EPIC-KITCHENS: "verb" and "noun"). Logits go through a softmax for the calibration error;
-  probabilities must sum to 1. Prints {HEAD: {"top1", "top5", "ece"}, ...}, and with heads
-  "verb" and "noun" also {"action": {"top1"}} (verb and noun both right). Ties count as wrong.
+`evaluate_segments` (detection mAP of an ActivityNet results file at tIoU thresholds; see
+lightning_modules/metrics/segment_map.py), `evaluate_frames` (per-frame mAP of per-video dense
+scores in an npz) and `evaluate_clips` (top-1/top-5 accuracy and calibration error of each
+recognition head of trimmed clips) return dicts of fractions in [0, 1]. Unknown videos, labels
+and classes, malformed segments (end before start, negative times) and NaN scores are errors
+(`EvaluationError`, `AnnotationError`) that name the entry. The file layouts they read are
+described in `crossdistill evaluate --help` (`lightning_modules.commands.evaluate`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -64,7 +31,6 @@ from lightning_modules.metrics.calibration import expected_calibration_error
 from lightning_modules.metrics.frame_map import frame_map
 from lightning_modules.metrics.samples import sample_order
 from lightning_modules.metrics.segment_map import (
-    ACTIVITYNET_TIOUS,
     segment_average_precision,
     summarize,
 )
@@ -353,67 +319,3 @@ def _load_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise EvaluationError(f"{path}: expected a JSON object")
     return data
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="crossdistill evaluate",
-        description="Score prediction files against ground truth; prints one JSON object.",
-        epilog=_section("ground truth"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    subcommands = {
-        "segments": "detection mAP at tIoU thresholds",
-        "frames": "per-frame mAP of dense scores",
-        "clips": "top-1/top-5 accuracy and calibration error of clip recognition",
-    }
-    sub = {
-        name: commands.add_parser(
-            name,
-            help=text,
-            description=_section(name),
-            epilog=_section("ground truth") if name != "clips" else None,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        for name, text in subcommands.items()
-    }
-    for name, metavar in (("segments", "PRED.json"), ("frames", "SCORES.npz")):
-        sub[name].add_argument("--ground-truth", type=Path, required=True, metavar="GT.json")
-        sub[name].add_argument("--predictions", type=Path, required=True, metavar=metavar)
-        sub[name].add_argument("--subset", help="evaluate this subset only (default: all)")
-    sub["segments"].add_argument(
-        "--tiou",
-        type=float,
-        nargs="+",
-        default=list(ACTIVITYNET_TIOUS),
-        metavar="T",
-        help="tIoU thresholds (default: 0.5 0.55 ... 0.95)",
-    )
-    sub["clips"].add_argument("--predictions", type=Path, required=True, metavar="CLIPS.json")
-    return parser
-
-
-def _section(name: str) -> str:
-    """The paragraph of this module's docstring on `name`, for --help."""
-    return next((p for p in (__doc__ or "").split("\n\n") if p.startswith(name)), "")
-
-
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "segments":
-            result = evaluate_segments(args.ground_truth, args.predictions, args.subset, args.tiou)
-        elif args.command == "frames":
-            result = evaluate_frames(args.ground_truth, args.predictions, args.subset)
-        else:
-            result = evaluate_clips(args.predictions)
-    except (ValueError, FileNotFoundError) as err:  # EvaluationError, AnnotationError, bad --subset
-        print(f"crossdistill evaluate {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, allow_nan=False))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

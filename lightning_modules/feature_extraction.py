@@ -1,4 +1,4 @@
-"""`crossdistill extract-features`: a trained encoder's features for whole videos, as `T x D` npy.
+"""A trained encoder's features for whole videos, as `T x D` npy (`crossdistill extract-features`).
 
 This is how I3D features are made for the real benchmarks, done with our own encoders: a
 backbone trained on one modality (usually on trimmed clips) runs over every video of every
@@ -8,48 +8,32 @@ Lee et al.'s ActionFormer-style detector) then trains in seconds instead of deco
 
 Output folder: `<video_id>.npy` (float32, `ceil(T / pool) x D`) per video, and `meta.json` with
 the `FeatureSource` settings that read them back (`fps`, `stride` and `window` in frames), the
-encoder, the checkpoint's SHA-256, the command that wrote the folder, and each file's size and
+encoder, the checkpoint's digest, the command that wrote the folder, and each file's size and
 BLAKE2b digest (`files`). The whole folder is built beside the output (`.<name>.building`) and
 swapped in at the end: a run killed half-way leaves the previous folder as it was, never a mix
 of two checkpoints' features. An existing output folder is replaced only when it holds nothing
 but an earlier extraction's files (those its `meta.json` lists). Files are readable by the
 group, for shared datasets. `FeatureSource.check` compares each file with its entry before
-training and names this command to rebuild a truncated or altered one.
+training and names the command to rebuild a truncated or altered one.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shlex
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from jsonargparse import ArgumentParser
 from torch.utils.data import DataLoader
 
-from datamodules.data_check import data_config_parser
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.dataset import Collate
 from datamodules.grid import video_steps
 from datamodules.sources import DataError
 from datamodules.sources.features import META
-from datamodules.sources.integrity import DIGEST, file_digest, save_npy_atomic, write_json_atomic
-
-
-def build_parser() -> ArgumentParser:
-    parser = data_config_parser(
-        "crossdistill extract-features",
-        "Run a trained encoder (from a TeacherModule checkpoint) over whole videos and write "
-        "T x D npy features per video plus meta.json.",
-    )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="TeacherModule checkpoint")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--pool", type=int, default=1, help="grid steps averaged per feature")
-    return parser
+from datamodules.sources.integrity import save_npy_atomic
 
 
 @torch.no_grad()
@@ -106,60 +90,6 @@ def _pool(steps: np.ndarray, pool: int) -> np.ndarray:
         return steps
     groups = math.ceil(len(steps) / pool)
     return np.stack([steps[g * pool : (g + 1) * pool].mean(axis=0) for g in range(groups)])
-
-
-def main(argv: list[str]) -> int:
-    from lightning_modules.teacher import TeacherModule
-
-    parser = build_parser()
-    config = parser.parse_args(argv)
-    datamodule = parser.instantiate(config).data
-    if datamodule.task != "dense":
-        print(
-            "extract-features: use a dense data config (evaluation tiles over whole videos)",
-            file=sys.stderr,
-        )
-        return 2
-    if datamodule.window_seconds is None:
-        print(
-            "extract-features: set window_seconds; the features need one stride for all videos",
-            file=sys.stderr,
-        )
-        return 2
-    module = TeacherModule.load_from_checkpoint(config.checkpoint, map_location="cpu")
-    encoder = module.model.encoder
-    out: Path = config.out
-    try:
-        check_replaceable(out)
-    except DataError as err:
-        print(f"extract-features: {err}", file=sys.stderr)
-        return 1
-    staging = out.parent / f".{out.name}.building"
-    if staging.exists():
-        shutil.rmtree(staging)  # left by a killed run of this command
-    files: dict[str, dict] = {}
-    features = extract_features(encoder, datamodule, staging, config.pool, files)
-    example = next(iter(datamodule.annotation_set.records.values()))
-    stride_s = datamodule.window_seconds / datamodule.window_steps
-    fps = float(example.fps or 0) or 1.0 / stride_s
-    frames = round(stride_s * fps) * config.pool
-    meta = {
-        "fps": fps,
-        "stride": frames,
-        "window": frames,
-        "feature_dim": int(next(iter(features.values())).shape[1]),
-        "videos": len(features),
-        "encoder": f"{type(encoder).__module__}.{type(encoder).__name__}",
-        "checkpoint": str(config.checkpoint),
-        f"checkpoint_{DIGEST}": file_digest(config.checkpoint),
-        "data_root": str(datamodule.root),
-        "command": shlex.join(["crossdistill", "extract-features", *argv]),
-        "files": files,
-    }
-    write_json_atomic(staging / META, meta)
-    swap_in(staging, out)
-    print(f"wrote features of {len(features)} videos ({meta['feature_dim']}-d) to {out}")
-    return 0
 
 
 def check_replaceable(out: Path) -> None:

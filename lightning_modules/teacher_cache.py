@@ -1,11 +1,12 @@
 """The teacher cache: each frozen teacher run once over whole videos, read back as a modality.
 
-`crossdistill cache-teachers --config ...` takes the config files of a distillation `fit` (the
-`data:` block and the DistillModule's `teachers`, `teacher_cache` and objectives), loads every
-teacher checkpoint, runs it over every video of the train, val and test subsets and writes its
-per-step outputs under `<teacher_cache>/<teacher>/` (see `datamodules.sources.teacher_cache`).
-`teacher_mode: cached` then trains the student from those files: the datamodule needs to load
-only the student's inputs (`load: [rgb]`), so no flow is decoded and no teacher runs.
+`build_cache` runs a frozen teacher over every video of the train, val and test subsets and
+writes its per-step outputs under `<teacher_cache>/<teacher>/` (see
+`datamodules.sources.teacher_cache`); `crossdistill cache-teachers --config ...` does it for
+every teacher of a distillation `fit`'s config files. `open_cache` checks a cache against the
+checkpoint and the data before a cached fit. `teacher_mode: cached` then trains the student from
+those files: the datamodule needs to load only the student's inputs (`load: [rgb]`), so no flow
+is decoded and no teacher runs.
 
 Decisions, and why:
 
@@ -52,7 +53,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -405,67 +405,3 @@ def open_cache(
     if augmentation:
         check_augmentation(datamodule.augment, manifest["modalities"], command)
     return TeacherCacheSource(folder, command)
-
-
-# the command
-
-
-def build_parser() -> ArgumentParser:
-    from lightning_modules.distill import DistillModule
-
-    parser = ArgumentParser(
-        prog="crossdistill cache-teachers",
-        description="Run each frozen teacher of a distillation config once over whole videos and "
-        "write its per-step outputs, for `teacher_mode: cached`. Takes the config files of "
-        "`crossdistill fit`.",
-    )
-    parser.add_argument("--config", action=ActionConfigFile, help="config file(s), as for fit")
-    parser.add_subclass_arguments(MultimodalDataModule, "data", required=True)
-    parser.add_subclass_arguments(DistillModule, "model", required=True)
-    for key in ("seed_everything", "trainer", "optimizer", "lr_scheduler", "ckpt_path"):
-        parser.add_argument(f"--{key}", type=Any, default=None, help="ignored here")
-    parser.add_argument("--run_name", type=Any, default=None, help="ignored here")
-    parser.add_argument("--force", type=bool, default=False, help="rebuild up-to-date caches")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    from lightning_modules.distill import load_frozen_teacher
-
-    parser = build_parser()
-    config = parser.parse_args(argv)
-    command = rebuild_command(["fit", *argv])  # this command, without the trainer's flags
-    checkpoints = {n: Path(p) for n, p in config.model.init_args.teachers.items()}
-    teachers = {name: load_frozen_teacher(path) for name, path in checkpoints.items()}
-    needed = sorted({m for t in teachers.values() for m in teacher_modalities(t)})
-    config.data.init_args.load = needed  # the teachers' inputs, whatever the student loads
-    config.model.init_args.teacher_mode = "cached"  # the module is read for its objectives only
-    built = parser.instantiate(config)
-    datamodule, module = built.data, built.model
-    taps = objective_taps(module.objectives.values())
-    records = usable_records(datamodule)
-    for name, teacher in teachers.items():
-        folder = Path(module.teacher_cache) / name
-        if not config.force:
-            try:
-                source = open_cache(
-                    name, checkpoints[name], datamodule, folder, taps, command, augmentation=False
-                )
-                if not [p for r in records for p in source.check(r)]:
-                    print(f"cache-teachers: {name}: up to date in {folder}")
-                    continue
-            except TeacherCacheError:
-                pass
-        manifest = build_cache(
-            teacher, checkpoints[name], datamodule, folder, records, taps, command
-        )
-        channels = sum(width for _, width in manifest["layout"])
-        print(
-            f"cache-teachers: {name}: {len(manifest['videos'])} videos, {channels} channels "
-            f"({', '.join(field for field, _ in manifest['layout'])}) in {folder}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -12,7 +12,7 @@ import yaml
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
 
-from lightning_modules.cli import main
+from lightning_modules.commands import main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.cli import main
+from lightning_modules.commands import main
 from tests.cli_helpers import CONFIGS, FEATURES, print_config, quiet_features_run
 from tests.data_helpers import tiny_benchmark, with_random_features
 

@@ -18,11 +18,11 @@ import yaml
 from pytorch_lightning.cli import LightningCLI
 
 from datamodules.annotations import read_activitynet
-from datamodules.data_check import build_parser
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.dataset import Collate, Sample
 from datamodules.sampling import VideoWindows
 from datamodules.sources import DataError, FeatureSource
+from lightning_modules.commands.data_check import build_parser
 from lightning_modules.metrics.segment_map import ACTIVITYNET_TIOUS
 from lightning_modules.tasks.base import sample_ids
 from lightning_modules.teacher_cache import TeacherCacheError, build_cache

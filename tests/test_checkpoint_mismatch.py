@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from lightning_modules.cli import main
+from lightning_modules.commands import main
 from lightning_modules.models import PDAN, ActionModel, VideoCNN
 from lightning_modules.task_module import CheckpointMismatchError, check_state_dict
 from lightning_modules.teacher import TeacherModule

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from datamodules.sources import DataError, KeypointSource
-from lightning_modules.cli import main
+from lightning_modules.commands import main
 from tests.cli_helpers import BASE, CONFIGS, tiny
 from tests.test_datamodule import make
 

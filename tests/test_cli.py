@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,13 @@ import torch
 import yaml
 
 from datamodules.sources.integrity import file_digest
-from lightning_modules.cli import LIGHTNING_COMMANDS, PROJECT_COMMANDS, main
+from lightning_modules.commands import LIGHTNING_COMMANDS, PROJECT_COMMANDS, main
 from lightning_modules.runs.directory import RUN_NAME_ENV, RunDirError, locate_run
 from tests.cli_helpers import (
     BASE,
     CONFIGS,
     CONSOLE_SCRIPT,
+    REPO,
     print_config,
     subprocess_env,
     tiny,
@@ -45,6 +47,20 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         status = stop.code
     assert status in (0, None)
     assert "usage:" in capsys.readouterr().out.lower()
+
+
+def test_commands_are_functions_of_the_commands_package() -> None:
+    """The registry holds each command's `main` itself, imported from its module under
+    `lightning_modules.commands`; importing the package imports neither torch nor Lightning (the
+    commands import them when they run), so `crossdistill --help` stays quick."""
+    for name, (function, _) in PROJECT_COMMANDS.items():
+        assert callable(function), name
+        assert function.__module__.startswith("lightning_modules.commands."), name
+    code = "import lightning_modules.commands, sys; print('torch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_configs_compose_in_order(capsys: pytest.CaptureFixture[str]) -> None:

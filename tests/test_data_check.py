@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.data_check import main
+from lightning_modules.commands.data_check import main
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import copy_benchmark
 

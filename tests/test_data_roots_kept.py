@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.data_check import main as data_check
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.sources import VideoSource
 from datamodules.synthetic import SyntheticConfig, generate_benchmark
 from datamodules.synthetic.generator import BenchmarkRootError, is_complete
+from lightning_modules.commands.data_check import main as data_check
 from tests.conftest import REPO_ROOT
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")

@@ -15,7 +15,6 @@ from pytorch_lightning.utilities.seed import isolate_rng
 
 import datamodules.datamodule as datamodule_module
 from datamodules.annotations import Segment, VideoRecord
-from datamodules.data_check import build_parser
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.dataset import Collate, UntrimmedDataset
 from datamodules.grid import TimeGrid, video_steps
@@ -28,6 +27,7 @@ from datamodules.sources import (
     VideoSource,
 )
 from datamodules.transforms import Augment, JointTransform
+from lightning_modules.commands.data_check import build_parser
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import copy_benchmark, with_random_features
 

@@ -183,7 +183,7 @@ def test_a_teacher_of_another_class_order_is_refused(
     with pytest.raises(TeacherMismatchError, match=rf"class 0 is {classes[1]!r} in the teacher"):
         built.trainer.fit(built.model, built.datamodule)
     # through the command: one message, exit 1; the failed start does not block its run name
-    from lightning_modules.cli import main
+    from lightning_modules.commands import main
 
     runs = tmp_path / "runs"
     args = [

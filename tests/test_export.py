@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_modules.cli import main
+from lightning_modules.commands import main
 from lightning_modules.export import (
     FORMAT_VERSION,
     ExportError,
@@ -134,7 +134,7 @@ class Blocker:
             attempts.append(name)
             raise ImportError("blocked for the test: " + name)
 sys.meta_path.insert(0, Blocker())
-from lightning_modules.cli import main
+from lightning_modules.commands import main
 status = main(sys.argv[1:])
 import lightning_modules.export
 print("BLOCKED IMPORTS:", attempts, "LOADED:", [m for m in sys.modules if m.startswith(blocked)])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from datamodules.sources.integrity import file_digest
-from lightning_modules.feature_extraction import main
+from lightning_modules.commands.extract_features import main
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark
 from tests.test_teacher import cli

@@ -10,7 +10,7 @@ import pytest
 
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.sources import DataError, FeatureSource
-from lightning_modules.feature_extraction import main
+from lightning_modules.commands.extract_features import main
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark, with_random_features
 from tests.test_teacher import cli

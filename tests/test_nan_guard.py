@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_modules.cli import main
+from lightning_modules.commands import main
 from lightning_modules.runs.nan_guard import NonFiniteError, NonFiniteGuard
 from tests.conftest import REPO_ROOT
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from lightning_modules.cli import main
+from lightning_modules.commands import main
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.cli import main
+from lightning_modules.commands import main
 from lightning_modules.runs.checkpoint_io import RunCheckpointIO
 from lightning_modules.runs.directory import RunDirError
 from lightning_modules.runs.meta import read_meta, write_meta
@@ -219,7 +219,7 @@ def test_run_meta_names_files_by_the_digest_of_the_caches_and_features(tmp_path:
     recorded = teacher_hashes({"flow": str(checkpoint)})["flow"]
     assert recorded == {"path": str(checkpoint), DIGEST: file_digest(checkpoint)}
     source = Path(__file__).parents[1] / "lightning_modules"
-    assert 'f"checkpoint_{DIGEST}"' in (source / "feature_extraction.py").read_text()
+    assert 'f"checkpoint_{DIGEST}"' in (source / "commands/extract_features.py").read_text()
     assert 'f"checkpoint_{DIGEST}"' in (source / "teacher_cache.py").read_text()
     now = {"teachers": {"flow": recorded}, "data": {"root": "/d", DIGEST: {"a.json": "1"}}}
     legacy = {"teachers": {"flow": {"path": str(checkpoint), "sha256": "0" * 64}},

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from datamodules.sources.integrity import file_digest
-from lightning_modules.cli import main
+from lightning_modules.commands import main
 from lightning_modules.runs.wandb_files import read_runs, run_files
 from lightning_modules.sweep.agent import agent_command
 from lightning_modules.sweep.engine import STATE_FILE, SweepFileError, SweepState, Trial, draw

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.evaluate import main as evaluate_main
+from lightning_modules.commands.evaluate import main as evaluate_main
 from tests.cli_helpers import build_cli as cli
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark, with_random_features

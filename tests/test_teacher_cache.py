@@ -16,12 +16,12 @@ import torch
 import lightning_modules.teacher_cache as teacher_cache
 from datamodules.sources.base import DataError
 from datamodules.sources.integrity import write_atomic
+from lightning_modules.commands.cache_teachers import main
 from lightning_modules.distill import DistillModule, load_frozen_teacher
 from lightning_modules.teacher_cache import (
     TeacherCacheError,
     build_cache,
     cache_modality,
-    main,
     open_cache,
     rebuild_command,
     usable_records,

@@ -1,1 +1,1 @@
-"""`crossdistill reproduce`: a paper table from its recipe in `configs/experiments/`."""
+"""A paper table from its recipe in `configs/experiments/` (`crossdistill reproduce`)."""

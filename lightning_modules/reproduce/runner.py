@@ -50,7 +50,7 @@ def quiet_lightning() -> None:
 
 
 def _lightning(argv: list[str]) -> None:
-    from lightning_modules.runs.cli import run
+    from lightning_modules.commands.lightning import run
 
     status = run(argv)
     if status != 0:
@@ -58,7 +58,7 @@ def _lightning(argv: list[str]) -> None:
 
 
 def _extract(argv: list[str]) -> None:
-    from lightning_modules.feature_extraction import main
+    from lightning_modules.commands.extract_features import main
 
     status = main(argv)
     if status != 0:

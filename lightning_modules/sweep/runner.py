@@ -1,4 +1,4 @@
-"""`crossdistill sweep run`: a sweep's trials on this machine, with offline W&B runs.
+"""A sweep's trials on this machine, with offline W&B runs (`crossdistill sweep run`).
 
 Each trial is the agent's command line run as a subprocess, with the environment the agent gives
 it (`WANDB_RUN_ID`, so that the run directory and the W&B run are named after the trial) plus

@@ -14,7 +14,7 @@ import torch
 from sklearn.metrics import average_precision_score, top_k_accuracy_score
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from lightning_modules.evaluate import main
+from lightning_modules.commands.evaluate import main
 
 TAXONOMY = [{"nodeId": 0, "nodeName": "Root", "parentId": None}] + [
     {"nodeId": i, "nodeName": name, "parentId": 0}

@@ -8,17 +8,12 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from datamodules.synthetic.generator import (
-    SUMMARY,
-    BenchmarkRootError,
-    SyntheticConfig,
-    generate_benchmark,
-    is_complete,
-    summarize,
-)
+HELP = "generate the synthetic multimodal benchmark on disk"
 
 
 def build_parser() -> ArgumentParser:
+    from datamodules.synthetic.generator import SyntheticConfig
+
     parser = ArgumentParser(
         prog="crossdistill synthetic",
         description="Generate the synthetic multimodal benchmark (mp4 RGB, flow, pose, boxes, "
@@ -33,23 +28,25 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    from datamodules.synthetic import generator
+
     args = build_parser().parse_args(argv)
     out: Path = args.pop("out")
     workers = args.pop("workers")
-    config = SyntheticConfig(**args.as_dict())
-    summary_path = out / SUMMARY
-    if is_complete(out, config) and summary_path.is_file():
+    config = generator.SyntheticConfig(**args.as_dict())
+    summary_path = out / generator.SUMMARY
+    if generator.is_complete(out, config) and summary_path.is_file():
         print(f"Synthetic benchmark already complete in {out} (same options); reusing it.\n")
         print(summary_path.read_text())
         return 0
     start = time.perf_counter()
     try:
-        records = generate_benchmark(out, config, workers)
-    except BenchmarkRootError as err:
+        records = generator.generate_benchmark(out, config, workers)
+    except generator.BenchmarkRootError as err:
         print(f"crossdistill synthetic: {err}", file=sys.stderr)
         return 1
     elapsed = time.perf_counter() - start
-    summary = summarize(records, config.fps)
+    summary = generator.summarize(records, config.fps)
     summary += f"\n\nGenerated {len(records)} videos in {elapsed:.1f} s.\n"
     summary_path.write_text(summary)
     print(summary)

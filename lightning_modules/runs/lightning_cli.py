@@ -1,4 +1,5 @@
-"""`CrossdistillCLI`: LightningCLI with run directories.
+"""`CrossdistillCLI`: LightningCLI with run directories, which `crossdistill fit`, `validate`,
+`test` and `predict` run (`lightning_modules.commands.lightning`).
 
 Models and datamodules are chosen by `class_path` in YAML (subclass mode); configs compose in
 order (`--config a.yaml --config b.yaml`, then `--key value` flags, later wins). On top of
@@ -29,17 +30,12 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from datamodules.annotations import AnnotationError
-from datamodules.errors import ConfigError, debugging, find_cause
-from datamodules.sources.base import DataError
 from lightning_modules.runs.callbacks import RunCheckpoint, RunRecorder
-from lightning_modules.runs.checkpoint_io import DiskFullError, RunCheckpointIO
+from lightning_modules.runs.checkpoint_io import RunCheckpointIO
 from lightning_modules.runs.directory import (
     CHECKPOINTS,
-    CONFIG_FILE,
     META_FILE,
     RUN_NAME_ENV,
     RunDirError,
@@ -48,14 +44,14 @@ from lightning_modules.runs.directory import (
     lock_folder,
 )
 from lightning_modules.runs.meta import read_meta
-from lightning_modules.runs.nan_guard import NonFiniteError, NonFiniteGuard
-from lightning_modules.runs.preemption import PREEMPTED_EXIT_CODE, Preempted, Preemption
-from lightning_modules.task_module import CheckpointMismatchError
+from lightning_modules.runs.nan_guard import NonFiniteGuard
+from lightning_modules.runs.preemption import Preemption
 
 DEFAULT_RUNS_ROOT = "outputs/runs"
-_HELD_LOCKS: list[IO[str]] = []
-"""Run folder locks of the command running in this process, released when it ends."""
-_STARTED: list[RunLocation] = []
+HELD_LOCKS: list[IO[str]] = []
+"""Run folder locks of the command running in this process, released (by the command,
+`lightning_modules.commands.lightning`) when it ends."""
+STARTED: list[RunLocation] = []
 """The run the command running in this process writes (for the clean-up of a failed start)."""
 DEFAULT_LOGGER = {
     "class_path": "pytorch_lightning.loggers.CSVLogger",
@@ -119,8 +115,8 @@ class CrossdistillCLI(LightningCLI):
         )
         _refuse_selection_on_test_videos(subcommand, config)
         if rank_zero_only.rank == 0:  # DDP's other ranks share the folder of rank 0
-            _HELD_LOCKS.append(lock_folder(location.stage_dir))
-            _STARTED.append(location)
+            HELD_LOCKS.append(lock_folder(location.stage_dir))
+            STARTED.append(location)
         config.run_name = location.name
         config.ckpt_path = location.ckpt_path
         previous = None
@@ -187,18 +183,6 @@ def _refuse_selection_on_test_videos(subcommand: str, config: Namespace) -> None
         )
 
 
-def _unblock_failed_start(location: RunLocation) -> None:
-    """A new fit that stopped on a user error before its first checkpoint leaves its config as
-    `config.failed.yaml`, so that the same --run_name can start again (nothing is deleted)."""
-    if location.resumed or location.stage_dir != location.run_dir:
-        return
-    if any((location.run_dir / CHECKPOINTS).glob("*.ckpt")):
-        return
-    config = location.run_dir / CONFIG_FILE
-    if config.is_file():
-        config.replace(location.run_dir / "config.failed.yaml")
-
-
 def _place_loggers(loggers: Any, location: RunLocation, wandb_id: str | None) -> Any:
     """Point the configured loggers at the run's folder; the W&B run is named after the run.
 
@@ -239,45 +223,3 @@ def _keep_previous_metrics(location: RunLocation) -> None:
 def _import(class_path: str) -> type:
     module, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module), name)
-
-
-USER_ERRORS = (
-    RunDirError,
-    DataError,
-    AnnotationError,
-    CheckpointMismatchError,
-    NonFiniteError,
-    FileNotFoundError,
-    DiskFullError,
-    ConfigError,
-)
-"""Errors that mean a mistake in the command, config or data; their messages name the fix."""
-
-
-def run(argv: list[str]) -> int:
-    """Run one Lightning command; `argv` starts with the subcommand."""
-    previous = os.environ.get(RUN_NAME_ENV)
-    try:
-        CrossdistillCLI(argv)
-    except (Preempted, SIGTERMException) as stop:
-        print(f"crossdistill {argv[0]}: preempted: {stop or 'SIGTERM'}", file=sys.stderr)
-        return PREEMPTED_EXIT_CODE
-    except Exception as err:
-        found = find_cause(err, USER_ERRORS)
-        if found is None or debugging():
-            raise
-        print(f"crossdistill {argv[0]}: {found}", file=sys.stderr)
-        if isinstance(found, RunDirError):
-            return 2
-        for location in _STARTED:
-            _unblock_failed_start(location)
-        return 1
-    finally:
-        _STARTED.clear()
-        while _HELD_LOCKS:
-            _HELD_LOCKS.pop().close()
-        if previous is None:
-            os.environ.pop(RUN_NAME_ENV, None)
-        else:
-            os.environ[RUN_NAME_ENV] = previous
-    return 0

@@ -9,12 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from lightning_modules.reproduce import results
-from lightning_modules.reproduce.recipe import RECIPES, RecipeError, load_recipe
-from lightning_modules.reproduce.runner import SYNTHETIC, ReproduceError, TableRunner
+HELP = "train and test a paper table's rows (configs/experiments/), write results.md/json/png"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lightning_modules.reproduce.recipe import RECIPES
+    from lightning_modules.reproduce.runner import SYNTHETIC
+
     tables = sorted(p.stem for p in RECIPES.glob("*.yaml"))
     parser = argparse.ArgumentParser(
         prog="crossdistill reproduce",
@@ -49,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    from lightning_modules.reproduce import results
+    from lightning_modules.reproduce.recipe import RecipeError, load_recipe
+    from lightning_modules.reproduce.runner import ReproduceError, TableRunner
+
     args = build_parser().parse_args(argv)
     try:
         recipe = load_recipe(args.table, smoke=args.smoke)

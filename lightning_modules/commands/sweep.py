@@ -6,10 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lightning_modules.sweep.agent import agent_command
-from lightning_modules.sweep.dry_run import CommandError, dry_run
-from lightning_modules.sweep.engine import SweepFileError, draw, load_sweep
-from lightning_modules.sweep.runner import run_sweep, trial_env
+HELP = "check a W&B sweep file, or run a sweep offline with W&B's own engine"
 
 DESCRIPTION = """\
 W&B sweep files (configs/sweeps/*.yaml): method, metric, parameters with flat dotted names
@@ -50,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    from lightning_modules.sweep.dry_run import CommandError
+    from lightning_modules.sweep.engine import SweepFileError, load_sweep
+    from lightning_modules.sweep.runner import run_sweep
+
     extra: list[str] = []
     if "--" in argv:
         at = argv.index("--")
@@ -69,6 +70,11 @@ def main(argv: list[str]) -> int:
 
 def validate(sweep: dict, path: Path, draws: int, extra: list[str]) -> int:
     """Dry-run `draws` drawn trials; 1 at the first command crossdistill rejects."""
+    from lightning_modules.sweep.agent import agent_command
+    from lightning_modules.sweep.dry_run import CommandError, dry_run
+    from lightning_modules.sweep.engine import draw
+    from lightning_modules.sweep.runner import trial_env
+
     folder = Path("outputs/sweeps") / path.stem  # for ${args_json_file}, as `run` uses
     for number, params in enumerate(draw(sweep, [], draws), 1):
         command = [*agent_command(sweep, params, folder / f"validate-{number}.json"), *extra]
