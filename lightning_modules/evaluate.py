@@ -29,7 +29,7 @@ from datamodules.grid import video_steps
 from lightning_modules.metrics.accuracy import action_accuracy, topk_accuracy
 from lightning_modules.metrics.calibration import expected_calibration_error
 from lightning_modules.metrics.frame_map import frame_map
-from lightning_modules.metrics.samples import sample_order
+from lightning_modules.metrics.sample_ids import sample_order
 from lightning_modules.metrics.segment_map import (
     segment_average_precision,
     summarize,

@@ -1,13 +1,8 @@
-"""Evaluation metrics: pure numpy algorithms, and torchmetrics wrappers that are exact under DDP.
+"""Evaluation metrics: numpy algorithms, and torchmetrics wrappers that are exact under DDP.
 
-Each file holds one family: the algorithm as a function on arrays (used by
-`crossdistill evaluate`) and a `Metric` that gathers rows across ranks and counts every sample
-once (`samples.py`).
+Each family's algorithm is a function on arrays in its own file (`frame_map.py`,
+`segment_map.py`, `accuracy.py`, `calibration.py`; `sample_ids.py` orders samples): what
+`crossdistill evaluate` runs, without importing torch. `streaming.py` holds the `Metric`s that
+training and testing update batch by batch: they gather rows across ranks, count every sample
+once and call the same functions.
 """
-
-from lightning_modules.metrics.accuracy import EpicAccuracy, TopKAccuracy
-from lightning_modules.metrics.calibration import ExpectedCalibrationError
-from lightning_modules.metrics.frame_map import FrameMAP
-from lightning_modules.metrics.segment_map import SegmentMAP
-
-__all__ = ["EpicAccuracy", "ExpectedCalibrationError", "FrameMAP", "SegmentMAP", "TopKAccuracy"]

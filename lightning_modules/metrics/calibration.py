@@ -8,11 +8,8 @@ first also 0. ECE = sum over bins of |bin| / N * |accuracy(bin) - mean confidenc
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from lightning_modules.metrics.accuracy import label_rank
-from lightning_modules.metrics.samples import SampleIds, SampleMetric
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -25,23 +22,3 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     bin_index = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     gap = np.bincount(bin_index, weights=right - confidence, minlength=n_bins)
     return float(np.abs(gap).sum() / len(probs)) if len(probs) else float("nan")
-
-
-class ExpectedCalibrationError(SampleMetric):
-    """ECE over clips with 15 bins by default, each clip counted once under DDP."""
-
-    def __init__(self, num_classes: int, n_bins: int = 15, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.n_bins = n_bins
-        self.add_table("clips", probs=(torch.float32, (num_classes,)), labels=(torch.int64, ()))
-
-    def update(self, probs: Tensor, labels: Tensor, clip_ids: SampleIds) -> None:
-        """Add clips: probabilities `(B, K)` (softmax of the logits), labels `(B,)`."""
-        columns = {"probs": probs, "labels": labels}
-        self.append(clip_ids, {"clips": (torch.arange(len(labels)), columns)})
-
-    def compute(self) -> Tensor:
-        _, tables = self.rows()
-        _, clips = tables["clips"]
-        ece = expected_calibration_error(clips["probs"], clips["labels"], self.n_bins)
-        return torch.tensor(ece, dtype=torch.float64)

@@ -10,10 +10,6 @@ with empty ones counted as 0 (`frame_mAP_all`).
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import Tensor
-
-from lightning_modules.metrics.samples import SampleIds, SampleMetric
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -48,39 +44,3 @@ def frame_map(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         "frame_mAP": float(ap[present].mean()) if present.any() else float("nan"),
         "frame_mAP_all": float(np.where(present, ap, 0.0).mean()) if len(ap) else float("nan"),
     }
-
-
-class FrameMAP(SampleMetric):
-    """Per-frame mAP over the valid steps of all videos, each video counted once under DDP."""
-
-    def __init__(self, num_classes: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self.add_table(
-            "frames",
-            scores=(torch.float32, (num_classes,)),
-            targets=(torch.bool, (num_classes,)),
-        )
-
-    def update(self, scores: Tensor, targets: Tensor, mask: Tensor, video_ids: SampleIds) -> None:
-        """Add a batch: scores and targets `(B, K, T)`, mask `(B, T)` true at valid steps.
-
-        Scores may be logits or probabilities (AP only depends on their order). A video cut
-        into several windows needs one id per window, e.g. `f"{video}@{t0}"`.
-        """
-        if scores.ndim != 3 or scores.shape != targets.shape:
-            raise ValueError(f"scores {tuple(scores.shape)}, targets {tuple(targets.shape)}")
-        if mask.shape != (scores.shape[0], scores.shape[2]):
-            raise ValueError(f"mask {tuple(mask.shape)} does not match scores (B, K, T)")
-        batch, step = torch.nonzero(mask.bool(), as_tuple=True)
-        columns = {
-            "scores": scores.detach().transpose(1, 2)[batch, step],
-            "targets": targets.transpose(1, 2)[batch, step].bool(),
-        }
-        self.append(video_ids, {"frames": (batch, columns)})
-
-    def compute(self) -> dict[str, Tensor]:
-        _, tables = self.rows()
-        _, frames = tables["frames"]
-        result = frame_map(frames["scores"], frames["targets"])
-        return {name: torch.tensor(value, dtype=torch.float64) for name, value in result.items()}

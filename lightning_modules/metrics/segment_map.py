@@ -24,13 +24,9 @@ compares it with a per-prediction loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
-
-from lightning_modules.metrics.samples import SampleIds, SampleMetric
 
 # the official evaluators' exact values, `np.linspace` (0.8999999999999999, 0.6000000000000001):
 # a tIoU that computes to 0.8999999999999999 is a true positive there, so it is here too
@@ -299,69 +295,3 @@ def summarize(ap: np.ndarray, tious: Sequence[float]) -> dict:
         "mAP": {f"{t:g}": float(value) for t, value in zip(tious, per_threshold, strict=True)},
         "average_mAP": float(per_threshold.mean()),
     }
-
-
-class SegmentMAP(SampleMetric):
-    """Detection mAP at tIoU thresholds over all videos, each video counted once under DDP."""
-
-    def __init__(
-        self, num_classes: int, tious: Sequence[float] = ACTIVITYNET_TIOUS, **kwargs
-    ) -> None:
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self.tious = tuple(float(t) for t in tious)
-        segment = (torch.float64, (2,))
-        self.add_table(
-            "predictions", segments=segment, scores=(torch.float64, ()), labels=(torch.int64, ())
-        )
-        self.add_table("ground_truth", segments=segment, labels=(torch.int64, ()))
-
-    def update(
-        self,
-        preds: Sequence[Mapping[str, Tensor]],
-        targets: Sequence[Mapping[str, Tensor]],
-        video_ids: SampleIds,
-    ) -> None:
-        """Add videos: `preds[i]` has `segments (N, 2)` in seconds, `scores (N,)`, `labels (N,)`;
-        `targets[i]` has `segments` and `labels` of the ground truth of video `video_ids[i]`."""
-        if not len(preds) == len(targets) == len(video_ids):
-            raise ValueError("preds, targets and video_ids must have one entry per video")
-        self.append(
-            video_ids,
-            {
-                "predictions": _rows(preds, ("segments", "scores", "labels")),
-                "ground_truth": _rows(targets, ("segments", "labels")),
-            },
-        )
-
-    def compute(self) -> dict[str, Tensor]:
-        _, tables = self.rows()
-        pred_video, pred = tables["predictions"]
-        gt_video, gt = tables["ground_truth"]
-        ap = segment_average_precision(
-            pred_video=pred_video,
-            pred_label=pred["labels"],
-            pred_segments=pred["segments"],
-            pred_scores=pred["scores"],
-            gt_video=gt_video,
-            gt_label=gt["labels"],
-            gt_segments=gt["segments"],
-            num_classes=self.num_classes,
-            tious=self.tious,
-        )
-        summary = summarize(ap, self.tious)
-        out = {f"mAP@{key}": value for key, value in summary["mAP"].items()}
-        out["average_mAP"] = summary["average_mAP"]
-        return {name: torch.tensor(value, dtype=torch.float64) for name, value in out.items()}
-
-
-def _rows(videos: Sequence[Mapping[str, Tensor]], names: tuple[str, ...]) -> tuple[Tensor, dict]:
-    """Concatenate per-video dicts into rows, with the batch index of their video as owner."""
-    columns = {}
-    for name in names:
-        row = (2,) if name == "segments" else ()
-        parts = [torch.as_tensor(v[name]).detach().cpu().reshape(-1, *row) for v in videos]
-        columns[name] = torch.cat(parts) if parts else torch.zeros(0, *row)
-    counts = torch.tensor([len(video[names[0]]) for video in videos], dtype=torch.int64)
-    owner = torch.repeat_interleave(torch.arange(len(videos)), counts)
-    return owner, columns

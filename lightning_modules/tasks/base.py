@@ -39,7 +39,7 @@ class Task:
         raise NotImplementedError
 
     def metrics(self, num_classes: int) -> nn.ModuleDict:
-        """Fresh torchmetrics for one evaluation stage (DDP-exact, see `metrics.samples`)."""
+        """Fresh torchmetrics for one evaluation stage (DDP-exact, see `metrics.streaming`)."""
         raise NotImplementedError
 
     def update_metrics(

@@ -16,7 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.metrics import EpicAccuracy, ExpectedCalibrationError, TopKAccuracy
+from lightning_modules.metrics.streaming import (
+    EpicAccuracy,
+    ExpectedCalibrationError,
+    TopKAccuracy,
+)
 from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.tasks.base import Task, sample_ids
 

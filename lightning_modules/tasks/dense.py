@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_modules.metrics import FrameMAP
+from lightning_modules.metrics.streaming import FrameMAP
 from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.tasks.base import Task, sample_ids
 from lightning_modules.tasks.losses import masked_bce

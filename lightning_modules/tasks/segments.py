@@ -16,8 +16,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.metrics import SegmentMAP
 from lightning_modules.metrics.segment_map import ACTIVITYNET_TIOUS, THUMOS14_TIOUS
+from lightning_modules.metrics.streaming import SegmentMAP
 from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.postprocessing import Detections, soft_nms
 from lightning_modules.tasks.base import Task, sample_ids

@@ -7,15 +7,12 @@ import pytest
 import torch
 from sklearn.metrics import top_k_accuracy_score
 
-from lightning_modules.metrics.accuracy import (
+from lightning_modules.metrics.accuracy import action_accuracy, topk_accuracy
+from lightning_modules.metrics.calibration import expected_calibration_error
+from lightning_modules.metrics.streaming import (
     EpicAccuracy,
-    TopKAccuracy,
-    action_accuracy,
-    topk_accuracy,
-)
-from lightning_modules.metrics.calibration import (
     ExpectedCalibrationError,
-    expected_calibration_error,
+    TopKAccuracy,
 )
 
 

@@ -355,3 +355,18 @@ def test_official_sample_submission_scores_one(realdata: Path, capsys) -> None:
     assert len(result["mAP"]) == 10
     assert all(value == 1.0 for value in result["mAP"].values())
     assert result["average_mAP"] == 1.0
+
+
+def test_evaluation_imports_neither_torch_nor_lightning() -> None:
+    """`crossdistill evaluate` runs the numpy algorithms: importing them and the evaluation code
+    loads no torch, torchmetrics or Lightning (it took seconds; the metric itself 0.1 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lightning_modules.evaluate, lightning_modules.commands.evaluate; "
+        "heavy = ('torch', 'torchmetrics', 'pytorch_lightning'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -9,7 +9,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from lightning_modules.metrics.frame_map import FrameMAP, average_precision, frame_map
+from lightning_modules.metrics.frame_map import average_precision, frame_map
+from lightning_modules.metrics.streaming import FrameMAP
 
 
 def sklearn_means(scores: np.ndarray, targets: np.ndarray) -> tuple[float, float, np.ndarray]:

@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data.distributed import DistributedSampler
 
-from lightning_modules.metrics import (
+from lightning_modules.metrics.streaming import (
     EpicAccuracy,
     ExpectedCalibrationError,
     FrameMAP,

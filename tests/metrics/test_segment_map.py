@@ -10,11 +10,11 @@ import torch
 from experiments.benchmarks.evaluation import segment_ap_loop
 from lightning_modules.metrics.segment_map import (
     ACTIVITYNET_TIOUS,
-    SegmentMAP,
     segment_average_precision,
     summarize,
     temporal_iou,
 )
+from lightning_modules.metrics.streaming import SegmentMAP
 
 
 def both(pred: list[tuple], gt: list[tuple], num_classes: int, tious) -> tuple[np.ndarray, ...]:
