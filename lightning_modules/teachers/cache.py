@@ -1,13 +1,46 @@
-"""The teacher cache: each frozen teacher's per-step outputs over whole videos, stored once
-(`crossdistill cache-teachers`) and read back as a modality by a `Cached` teacher source.
+"""The teacher cache: each frozen teacher run once over whole videos, read back as a modality.
 
-Layout (one folder per teacher, see `datamodules.sources.teacher_cache`): `<video_id>.npy`
-`(steps, D)` float32 on the video's grid (stride `window_seconds / window_steps` from 0), and
-`manifest.json`, written last. The cache key is a hash of the checkpoint's bytes, the dataset
-(annotation files, reader options, the synthetic benchmark's manifest), the grid and the
-settings of the modalities the teacher reads. The teacher sees each whole video (all of its
-evaluation tiles as one window): outputs equal the online teacher's on a training window
-wherever the window's receptive field lies inside the video; near window edges they differ.
+`build_cache` runs a frozen teacher over every video of the train, val and test subsets and
+writes its per-step outputs under `<folder>/<teacher>/` (see
+`datamodules.sources.teacher_cache`), through the whole-video pass of
+`lightning_modules.teachers.whole_videos`; `crossdistill cache-teachers --config ...` does it
+for every teacher of a distillation `fit`'s config files. `open_cache` checks a cache against
+the checkpoint and the data before a cached fit. A `Cached` teacher source
+(`lightning_modules.teachers.provider`) then trains the student from those files: the
+datamodule needs to load only the student's inputs (`load: [rgb]`), so no flow is decoded and
+no teacher runs.
+
+Decisions, and why:
+
+- **Whole videos.** A teacher runs on one window from 0 covering the video's evaluation tiles
+  (`tiles x window_steps` steps, padded past the end exactly like the last tile), so every
+  step gets the teacher's output with the whole video as context. The online teacher sees only
+  the training window, so near a window's edges (within the receptive field of its temporal
+  layers: PDAN's dilations reach 31 steps each way) the two differ; a video no longer than one
+  window gives identical outputs, and so does a teacher without temporal context. We keep the
+  whole-video teacher rather than caching per window: training windows start on any step, so
+  matching them exactly would take one cache per start, and the whole-video teacher is the
+  better-informed one (no artificial edges). The difference is measured in
+  `experiments/benchmarks/distill_epoch.py` and reported in the README.
+- **What is stored.** What the objectives of `lightning_modules.distillation` read from a
+  teacher on the grid: `embeddings (C, T)`, per-step `logits (K, T)`, and the `taps` the
+  configured objectives name (`tap:`), concatenated along channels (`layout` in the manifest).
+  Task extras (`stage_logits`) are not stored. Logits that are not per step (segment pyramids,
+  clip logits) cannot be cut by window, so such teachers stay online.
+- **The key.** BLAKE2b of: the checkpoint's bytes; the dataset (annotation files and the
+  synthetic `benchmark.json`, byte for byte); the grid (`window_seconds`, `window_steps`); and
+  the settings of the sources of the modalities the teacher reads (class, path, size, flow
+  bound, fps, ...). The media files are not hashed (reading every video before each run would
+  cost what the cache saves; rebuild after replacing them). The key is checked at the start of a
+  cached fit, and a mismatch names what changed and the command that rebuilds the cache.
+- **Augmentation.** The cache holds outputs on un-augmented inputs. Cached mode is accepted
+  only when the data's augmentation would leave the teacher's inputs unchanged anyway (then
+  online and cached teachers see the same input): crops and flips touch every image modality
+  (rgb, flow, keypoints, boxes), colour jitter RGB only; features are never augmented. Any other
+  combination is a config error naming the fix (`augment: null` or an `Online` teacher source).
+- **Integrity.** Files are written atomically (temporary name, `os.replace`), the old manifest is
+  removed before and the new one written last, listing each file's steps, size and digest;
+  every file is checked against it before training (`TeacherCacheSource.check`).
 """
 
 from __future__ import annotations
