@@ -464,10 +464,12 @@ class MultimodalDataModule(pl.LightningDataModule):
         return mirror
 
     def attach_source(self, name: str, source: Source, roles: tuple[str, ...] = ("train",)) -> None:
-        """Add a modality that a module supplies (the DistillModule's teacher cache) to the
-        datasets of `roles` built by `setup`: bound to root, checked on every video of those
-        datasets (any problem is a `DataError` naming the file and its fix, before training),
-        then loaded with the configured modalities."""
+        """Add a modality that a module supplies to the datasets of `roles` built by `setup`:
+        bound to root, checked on every video of those datasets (any problem is a `DataError`
+        naming the file and its fix, before training), then loaded with the configured
+        modalities. Its one caller is `lightning_modules.teachers.CachedTeachers.attach`, which
+        adds the teacher cache when the DistillModule sets up: Lightning sets the datamodule up
+        first, and only the module knows its teachers."""
         if name in self.modalities:
             raise DataError(f"modality {name!r} is configured already; attach under another name")
         source.bind(name, self.root, self.manifest)

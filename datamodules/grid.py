@@ -60,6 +60,16 @@ def video_steps(duration: float, stride: float) -> int:
     return max(0, math.ceil(duration / stride - 0.5 - _EPS))
 
 
+def place_window(rows: np.ndarray, window: np.ndarray, t0: float, stride: float) -> None:
+    """Put a window's per-step values onto its video's grid, in place: `window` holds the
+    window's valid steps `(n, ...)` in order, the first at the instant of `t0`; `rows` is the
+    whole video's `(video_steps(duration, stride), ...)`. Steps past the video's end are dropped.
+    The one rule by which tiles, whole-video windows and prediction rows are stitched."""
+    first = round(t0 / stride)
+    window = window[: max(0, len(rows) - first)]
+    rows[first : first + len(window)] = window
+
+
 def frame_indices(times: np.ndarray, fps: float) -> np.ndarray:
     """The frame on screen at each instant, `floor(t * fps)`, as int64."""
     return np.floor(times * fps + _EPS).astype(np.int64)

@@ -3,7 +3,8 @@
 This is how I3D features are made for the real benchmarks, done with our own encoders: a
 backbone trained on one modality (usually on trimmed clips) runs over every video of every
 subset in non-overlapping evaluation tiles, and its per-step embeddings are put back on the
-video's grid, optionally averaged over `pool` steps. Feature-level detection (Dai et al.'s PDAN,
+video's grid (the whole-video pass of `lightning_modules.teachers.whole_videos`), optionally
+averaged over `pool` steps. Feature-level detection (Dai et al.'s PDAN,
 Lee et al.'s ActionFormer-style detector) then trains in seconds instead of decoding video.
 
 Output folder: `<video_id>.npy` (float32, `ceil(T / pool) x D`) per video, and `meta.json` with
@@ -26,17 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from datamodules.datamodule import MultimodalDataModule
-from datamodules.dataset import Collate
-from datamodules.grid import video_steps
 from datamodules.sources import DataError
 from datamodules.sources.features import META
 from datamodules.sources.integrity import save_npy_atomic
+from lightning_modules.teachers.whole_videos import checked_subsets, stitched_outputs
 
 
-@torch.no_grad()
 def extract_features(
     encoder: torch.nn.Module,
     datamodule: MultimodalDataModule,
@@ -50,38 +48,19 @@ def extract_features(
         raise ValueError(f"pool must be >= 1, got {pool}")
     encoder.eval()
     out.mkdir(parents=True, exist_ok=True)
+
+    def embeddings(batch: dict) -> torch.Tensor:
+        return encoder(batch["inputs"], batch["mask"])  # (B, C, T)
+
     features: dict[str, np.ndarray] = {}
-    for role in datamodule.distinct_roles():  # every video once, training parts included
-        report = datamodule.inspect(role)
-        if report.all_problems:
-            raise DataError(
-                f"cannot extract features of subset {report.name!r}: "
-                f"{report.all_problems[0]}. Fix: run `crossdistill data-check` with this config"
-            )
+    for report in checked_subsets(datamodule, "extract features"):  # training parts included
         dataset = datamodule.dataset("test", report.usable)
-        loader = DataLoader(
-            dataset, batch_size=datamodule.batch_size, collate_fn=Collate(datamodule.modalities)
-        )
-        for batch in loader:
-            embeddings = encoder(batch["inputs"], batch["mask"]).float()  # (B, C, T)
-            _place(features, embeddings, batch)
+        features.update(stitched_outputs(embeddings, dataset, datamodule.batch_size))
     for video_id, steps in features.items():
         entry = save_npy_atomic(out / f"{video_id}.npy", _pool(steps, pool))
         if files is not None:
             files[video_id] = entry
     return features
-
-
-def _place(features: dict[str, np.ndarray], embeddings: torch.Tensor, batch: dict) -> None:
-    meta = batch["meta"]
-    for b, video_id in enumerate(meta["video_id"]):
-        stride = float(meta["stride"][b])
-        total = video_steps(float(meta["duration"][b]), stride)
-        first = round(float(meta["t0"][b]) / stride)
-        array = features.setdefault(video_id, np.zeros((total, embeddings.shape[1]), np.float32))
-        valid = batch["mask"][b].numpy()
-        window = embeddings[b][:, valid].T.numpy()[: max(0, total - first)]
-        array[first : first + len(window)] = window
 
 
 def _pool(steps: np.ndarray, pool: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.grid import video_steps
+from datamodules.grid import place_window, video_steps
 
 
 def window_rows(task_name: str, predictions: Any, batch: Mapping[str, Any]) -> list[dict]:
@@ -68,9 +68,7 @@ def _write_frames(rows: Sequence[dict], classes: list[str], path: Path) -> Path:
         scores = videos.setdefault(
             row["video_id"], np.full((steps, len(classes)), np.nan, np.float32)
         )
-        first = round(row["t0"] / row["stride"])
-        window = row["scores"].T[: max(0, steps - first)]
-        scores[first : first + len(window)] = window
+        place_window(scores, row["scores"].T, row["t0"], row["stride"])
     for video_id, scores in videos.items():
         if np.isnan(scores).any():
             missing = int(np.isnan(scores[:, 0]).sum())

@@ -25,7 +25,7 @@ from datamodules.sources import DataError, FeatureSource
 from lightning_modules.commands.data_check import build_parser
 from lightning_modules.metrics.segment_map import ACTIVITYNET_TIOUS
 from lightning_modules.tasks.base import sample_ids
-from lightning_modules.teacher_cache import TeacherCacheError, build_cache
+from lightning_modules.teachers.cache import TeacherCacheError, build_cache
 from tests.cli_helpers import build_cli
 from tests.conftest import REPO_ROOT
 

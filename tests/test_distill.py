@@ -170,7 +170,7 @@ def test_a_teacher_of_another_class_order_is_refused(
 ) -> None:
     """Teachers record their classes in logit order; distilling logit for logit from a teacher
     whose classes are in another order would teach the wrong classes."""
-    from lightning_modules.distill import TeacherMismatchError
+    from lightning_modules.teachers import TeacherMismatchError
 
     checkpoint = torch.load(teacher_checkpoints["flow"], map_location="cpu", weights_only=False)
     classes = checkpoint["class_names"]
@@ -201,7 +201,7 @@ def test_a_wrong_teacher_file_is_named_with_what_it_is(
 ) -> None:
     """A text file, a student export, a distilled student's checkpoint or a teacher of another
     modality under `teachers.flow`: each refused with the file, what it is and the fix."""
-    from lightning_modules.distill import TeacherMismatchError, load_teacher_module
+    from lightning_modules.teachers import TeacherMismatchError, load_teacher_module
 
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint")

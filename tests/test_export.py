@@ -33,7 +33,7 @@ BLOCKED = (
     "lightning_modules.distill",
     "lightning_modules.distillation",
     "lightning_modules.teacher",
-    "lightning_modules.teacher_cache",
+    "lightning_modules.teachers",
 )
 
 

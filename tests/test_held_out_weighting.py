@@ -14,10 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.distill import DistillModule, load_frozen_teacher
+from lightning_modules.distill import DistillModule
 from lightning_modules.distillation import EnsembleLogitKD
 from lightning_modules.models import ActionModel, ClipHead, VideoCNN
 from lightning_modules.tasks import ClipTask
+from lightning_modules.teachers import Cached, load_frozen_teacher
 from tests.cli_helpers import CONFIGS, CONSOLE_SCRIPT, build_cli
 
 
@@ -156,6 +157,6 @@ def test_held_out_fit_needs_online_teachers() -> None:
     student = ActionModel(VideoCNN("rgb", 3), ClipHead(128, 8))
     objective = EnsembleLogitKD("held_out")
     objectives = {"ensemble_kd": objective}
-    cached = DistillModule(student, ClipTask(), {}, objectives, teacher_mode="cached")
-    with pytest.raises(ValueError, match="teacher_mode: online"):
+    cached = DistillModule(student, ClipTask(), {}, objectives, teacher_source=Cached())
+    with pytest.raises(ValueError, match=r"teacher_source: lightning_modules\.teachers\.Online"):
         cached.fit_held_out([objective])

@@ -220,7 +220,7 @@ def test_run_meta_names_files_by_the_digest_of_the_caches_and_features(tmp_path:
     assert recorded == {"path": str(checkpoint), DIGEST: file_digest(checkpoint)}
     source = Path(__file__).parents[1] / "lightning_modules"
     assert 'f"checkpoint_{DIGEST}"' in (source / "commands/extract_features.py").read_text()
-    assert 'f"checkpoint_{DIGEST}"' in (source / "teacher_cache.py").read_text()
+    assert 'f"checkpoint_{DIGEST}"' in (source / "teachers/cache.py").read_text()
     now = {"teachers": {"flow": recorded}, "data": {"root": "/d", DIGEST: {"a.json": "1"}}}
     legacy = {"teachers": {"flow": {"path": str(checkpoint), "sha256": "0" * 64}},
               "data": {"root": "/d", "files": {"a.json": "2"}}}  # fmt: skip

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-import lightning_modules.teacher_cache as teacher_cache
+import lightning_modules.teachers.cache as teacher_cache
 from datamodules.sources.base import DataError
 from datamodules.sources.integrity import write_atomic
 from lightning_modules.commands.cache_teachers import main
-from lightning_modules.distill import DistillModule, load_frozen_teacher
-from lightning_modules.teacher_cache import (
+from lightning_modules.distill import DistillModule
+from lightning_modules.teachers import Cached, Online, TeacherProvider, load_frozen_teacher
+from lightning_modules.teachers.cache import (
     TeacherCacheError,
     build_cache,
     cache_modality,
@@ -61,19 +62,30 @@ def distill_args(
     return [
         "--config", str(SMOKE / "distill.yaml"), *configs, f"--data.init_args.root={bench}",
         "--data.init_args.synthetic=null", f"--trainer.default_root_dir={tmp / 'runs'}",
-        f"--model.init_args.teachers.flow={checkpoint}",
-        f"--model.init_args.teacher_cache={tmp / 'cache'}", *extra,
+        f"--model.init_args.teachers.flow={checkpoint}", *extra,
     ]  # fmt: skip
 
 
 def cached_args(bench: Path, tmp: Path, checkpoint: Path, *extra: str) -> list[str]:
     cached = ("--config", str(SMOKE / "distill_cached.yaml"))
-    return distill_args(bench, tmp, checkpoint, *extra, configs=cached)
+    folder = f"--model.init_args.teacher_source.init_args.folder={tmp / 'cache'}"
+    return distill_args(bench, tmp, checkpoint, folder, *extra, configs=cached)
 
 
 def build_flow_cache(datamodule, checkpoint: Path, folder: Path, taps=()) -> dict:
     teacher = load_frozen_teacher(checkpoint)
     return build_cache(teacher, checkpoint, datamodule, folder, usable_records(datamodule), taps)
+
+
+def assert_equal_on_valid_steps(expected, got, mask: torch.Tensor) -> None:
+    """Embeddings, logits and the `head` tap equal wherever the window has video."""
+    keep = mask[:, None]
+    for name, a, b in [
+        ("embeddings", expected.embeddings, got.embeddings),
+        ("logits", expected.logits, got.logits),
+        ("head", expected.taps["head"], got.taps["head"]),
+    ]:
+        torch.testing.assert_close(b * keep, a * keep, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def online_and_cached(bench: Path, tmp: Path, checkpoint: Path):
@@ -84,9 +96,9 @@ def online_and_cached(bench: Path, tmp: Path, checkpoint: Path):
     online.datamodule.setup("fit")
     cached = DistillModule(
         online.model.model, online.model.task, {"flow": str(checkpoint)},
-        dict(online.model.objectives), teacher_mode="cached", teacher_cache=str(tmp / "cache"),
+        dict(online.model.objectives), teacher_source=Cached(str(tmp / "cache")),
     )  # fmt: skip
-    cached.attach_teacher_caches(online.datamodule)
+    cached.teacher_provider.attach(online.datamodule)
     return online, cached
 
 
@@ -100,13 +112,31 @@ def test_cached_outputs_equal_online_outputs_on_the_same_windows(
     assert batch["inputs"][cache_modality("flow")].shape[1:] == (32 + 8 + 32, 128)
     expected = online.model.teacher_outputs(batch)["flow"]
     got = cached.teacher_outputs(batch)["flow"]
-    keep = batch["mask"][:, None]
-    for name, a, b in [
-        ("embeddings", expected.embeddings, got.embeddings),
-        ("logits", expected.logits, got.logits),
-        ("head", expected.taps["head"], got.taps["head"]),
-    ]:
-        torch.testing.assert_close(b * keep, a * keep, rtol=1e-4, atol=1e-5, msg=name)
+    assert_equal_on_valid_steps(expected, got, batch["mask"])
+
+
+def test_online_and_cached_providers_answer_alike_through_one_interface(
+    bench: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """The two teacher sources, made from their config objects, serve the same batch through
+    `teacher_outputs` alone: the same teachers, the same fields, the same values."""
+    online, _ = online_and_cached(bench, tmp_path, checkpoint)
+    checkpoints = {"flow": str(checkpoint)}
+    providers = {
+        "online": Online().provider(checkpoints, ["head"]),
+        "cached": Cached(str(tmp_path / "cache")).provider(checkpoints, ["head"]),
+    }
+    assert isinstance(providers["online"], TeacherProvider) and providers["online"].models
+    assert isinstance(providers["cached"], TeacherProvider) and not providers["cached"].models
+    providers["online"].setup(online.datamodule, "fit", online.datamodule.class_names)
+    providers["cached"].setup(online.datamodule, "fit", online.datamodule.class_names)
+    torch.manual_seed(0)
+    batch = next(iter(online.datamodule.train_dataloader()))
+    outputs = {mode: provider.teacher_outputs(batch) for mode, provider in providers.items()}
+    assert list(outputs["online"]) == list(outputs["cached"]) == ["flow"]
+    expected, got = outputs["online"]["flow"], outputs["cached"]["flow"]
+    assert sorted(got.taps) == ["head"]
+    assert_equal_on_valid_steps(expected, got, batch["mask"])
 
 
 def test_cached_distillation_step_has_the_online_loss_terms(
@@ -174,7 +204,7 @@ def test_stale_cache_names_what_changed_and_the_rebuild_command(
     built = cli(cached_args(bench, tmp_path, checkpoint, "--data.init_args.window_steps=16"))
     built.datamodule.setup("fit")
     with pytest.raises(TeacherCacheError, match="window_steps"):
-        built.model.attach_teacher_caches(built.datamodule)
+        built.model.teacher_provider.attach(built.datamodule)
 
 
 def test_rebuild_command_keeps_configs_and_data_model_overrides() -> None:
@@ -200,7 +230,7 @@ def test_truncated_or_missing_cache_file_stops_before_training(
     victim = tmp_path / "cache" / "flow" / f"{train_video}.npy"
     victim.write_bytes(victim.read_bytes()[:-100])
     with pytest.raises(DataError, match="truncated") as error:
-        built.model.attach_teacher_caches(built.datamodule)
+        built.model.teacher_provider.attach(built.datamodule)
     assert "crossdistill cache-teachers" in str(error.value) and str(victim) in str(error.value)
     source = open_cache("flow", checkpoint, built.datamodule, victim.parent)
     record = built.datamodule.annotation_set.records[victim.stem]
@@ -232,7 +262,7 @@ def test_interrupted_build_leaves_no_valid_cache(
     built = cli(args)
     built.datamodule.setup("fit")
     with pytest.raises(TeacherCacheError, match="interrupted") as error:
-        built.model.attach_teacher_caches(built.datamodule)
+        built.model.teacher_provider.attach(built.datamodule)
     assert "crossdistill cache-teachers" in str(error.value)
 
 
@@ -257,19 +287,19 @@ def test_cached_mode_refuses_augmentation_that_changes_the_teacher_input(
     built = cli(cached_args(bench, tmp_path, checkpoint, augmented))
     built.datamodule.setup("fit")
     with pytest.raises(TeacherCacheError, match="augment: null"):
-        built.model.attach_teacher_caches(built.datamodule)
+        built.model.teacher_provider.attach(built.datamodule)
     # colour jitter touches RGB only: a flow teacher's input is unchanged
     jitter = '--data.init_args.augment={"min_scale": 1.0, "flip": false, "colour_jitter": 0.2}'
     built = cli(cached_args(bench, tmp_path, checkpoint, jitter))
     built.datamodule.setup("fit")
-    built.model.attach_teacher_caches(built.datamodule)
+    built.model.teacher_provider.attach(built.datamodule)
 
 
 def test_copied_cache_folder_is_still_valid(bench: Path, checkpoint: Path, tmp_path: Path) -> None:
     """The cache is keyed by content, not by where the files are: a copied cache serves."""
     assert main(cached_args(bench, tmp_path, checkpoint)) == 0
     shutil.copytree(tmp_path / "cache", tmp_path / "moved")
-    moved = f"--model.init_args.teacher_cache={tmp_path / 'moved'}"
+    moved = f"--model.init_args.teacher_source.init_args.folder={tmp_path / 'moved'}"
     built = cli(cached_args(bench, tmp_path, checkpoint, moved))
     built.datamodule.setup("fit")
-    built.model.attach_teacher_caches(built.datamodule)
+    built.model.teacher_provider.attach(built.datamodule)

@@ -1,6 +1,6 @@
 """A frozen teacher's outputs, cached on the video's step grid, read back as a modality.
 
-`crossdistill cache-teachers` (`lightning_modules.teacher_cache`) writes one folder per teacher:
+`crossdistill cache-teachers` (`lightning_modules.teachers.cache`) writes one folder per teacher:
 `<video_id>.npy` of shape `(steps, D)` float32, the teacher's per-step outputs over the whole
 video (its embeddings, per-step logits and the taps the objectives read, concatenated along the
 channels in the order `manifest.json`'s `layout` gives), and `manifest.json`, written last, with
@@ -96,7 +96,8 @@ class TeacherCacheSource(Source):
             raise DataError(
                 f"{self.folder}: a window starting at {grid.t0:g} s is off the video's step grid; "
                 "cached teachers serve windows and tiles on that grid (dense and segment tasks), "
-                "not clips. Fix: use teacher_mode: online"
+                "not clips. Fix: use model.init_args.teacher_source: "
+                "lightning_modules.teachers.Online"
             )
         array = load_array(self.file(record.video_id))
         _, valid = steps_info(grid, record)

@@ -45,10 +45,10 @@ from pytorch_lightning.cli import LightningCLI
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.sources import VideoSource
 from datamodules.synthetic import SyntheticConfig, generate_benchmark
-from lightning_modules.distill import load_frozen_teacher
 from lightning_modules.feature_extraction import extract_features
 from lightning_modules.models import VideoCNN
-from lightning_modules.teacher_cache import build_cache, usable_records
+from lightning_modules.teachers import Cached, load_frozen_teacher
+from lightning_modules.teachers.cache import build_cache, objective_taps, usable_records
 
 WINDOW_SECONDS, WINDOW_STEPS = 6.4, 64
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -121,8 +121,10 @@ def student_config(kind: str, checkpoint: Path, mode: str, cache: Path) -> dict:
             "boundary": {"class_path": f"{objectives}.BoundarySaliency"},
         },
         lr=0.003,
-        teacher_mode=mode,
-        teacher_cache=str(cache),
+        teacher_source=cls(
+            f"lightning_modules.teachers.{mode.capitalize()}",
+            **({"folder": str(cache)} if mode == "cached" else {}),
+        ),
     )
 
 
@@ -209,15 +211,15 @@ def teacher_gap(root: Path, checkpoint: Path, cache: Path) -> dict[str, float]:
     )  # fmt: skip
     online, dm = built.model, built.datamodule
     dm.setup("fit")
-    online.teacher_mode = "cached"  # the same module, reading the cache as well
-    online.attach_teacher_caches(dm)
+    # the same teachers, read from the cache as well
+    taps = objective_taps(getattr(o, "tap", None) for o in online.objectives.values())
+    cached = Cached(str(cache)).provider(online.teacher_checkpoints, taps)
+    cached.attach(dm)
     sums = {"embeddings": [0.0, 0.0], "logits": [0.0, 0.0]}
     largest = 0.0
     for batch in dm.train_dataloader():
-        online.teacher_mode = "online"
         a = online.teacher_outputs(batch)["flow"]
-        online.teacher_mode = "cached"
-        b = online.teacher_outputs(batch)["flow"]
+        b = cached.teacher_outputs(batch)["flow"]
         keep = batch["mask"][:, None]
         for field in sums:
             x, y = getattr(a, field) * keep, getattr(b, field) * keep

@@ -1,9 +1,9 @@
 """`crossdistill extract-features`: a trained encoder's features for whole videos, as `T x D` npy.
 
-Loads the encoder of a TeacherModule checkpoint, runs it over every video of the data config's
-subsets, writes the features and their `meta.json` into a folder built beside `--out`, and
-swaps it in at the end. The folder's layout and what it guarantees are described in
-`lightning_modules.feature_extraction`.
+Loads the encoder of a TeacherModule checkpoint (`lightning_modules.teachers`), runs it over
+every video of the data config's subsets, writes the features and their `meta.json` into a
+folder built beside `--out`, and swaps it in at the end. The folder's layout and what it
+guarantees are described in `lightning_modules.feature_extraction`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
     from datamodules.sources.features import META
     from datamodules.sources.integrity import DIGEST, file_digest, write_json_atomic
     from lightning_modules.feature_extraction import check_replaceable, extract_features, swap_in
-    from lightning_modules.teacher import TeacherModule
+    from lightning_modules.teachers import load_teacher_module
 
     parser = build_parser()
     config = parser.parse_args(argv)
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    module = TeacherModule.load_from_checkpoint(config.checkpoint, map_location="cpu")
+    module = load_teacher_module(config.checkpoint)
     encoder = module.model.encoder
     out: Path = config.out
     try:

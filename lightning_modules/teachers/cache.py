@@ -1,12 +1,14 @@
 """The teacher cache: each frozen teacher run once over whole videos, read back as a modality.
 
 `build_cache` runs a frozen teacher over every video of the train, val and test subsets and
-writes its per-step outputs under `<teacher_cache>/<teacher>/` (see
-`datamodules.sources.teacher_cache`); `crossdistill cache-teachers --config ...` does it for
-every teacher of a distillation `fit`'s config files. `open_cache` checks a cache against the
-checkpoint and the data before a cached fit. `teacher_mode: cached` then trains the student from
-those files: the datamodule needs to load only the student's inputs (`load: [rgb]`), so no flow
-is decoded and no teacher runs.
+writes its per-step outputs under `<folder>/<teacher>/` (see
+`datamodules.sources.teacher_cache`), through the whole-video pass of
+`lightning_modules.teachers.whole_videos`; `crossdistill cache-teachers --config ...` does it
+for every teacher of a distillation `fit`'s config files. `open_cache` checks a cache against
+the checkpoint and the data before a cached fit. A `Cached` teacher source
+(`lightning_modules.teachers.provider`) then trains the student from those files: the
+datamodule needs to load only the student's inputs (`load: [rgb]`), so no flow is decoded and
+no teacher runs.
 
 Decisions, and why:
 
@@ -35,7 +37,7 @@ Decisions, and why:
   only when the data's augmentation would leave the teacher's inputs unchanged anyway (then
   online and cached teachers see the same input): crops and flips touch every image modality
   (rgb, flow, keypoints, boxes), colour jitter RGB only; features are never augmented. Any other
-  combination is a config error naming the fix (`augment: null` or `teacher_mode: online`).
+  combination is a config error naming the fix (`augment: null` or an `Online` teacher source).
 - **Integrity.** Files are written atomically (temporary name, `os.replace`), the old manifest is
   removed before and the new one written last, listing each file's steps, size and digest;
   every file is checked against it before training (`TeacherCacheSource.check`).
@@ -54,26 +56,34 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from datamodules.annotations import VideoRecord
 from datamodules.datamodule import MANIFEST as BENCHMARK_MANIFEST
 from datamodules.datamodule import MultimodalDataModule
-from datamodules.dataset import Collate, UntrimmedDataset
-from datamodules.grid import TimeGrid, video_steps
-from datamodules.sampling import Window, tiles
 from datamodules.sources.base import DataError, Source
 from datamodules.sources.integrity import DIGEST, file_digest, save_npy_atomic, write_json_atomic
 from datamodules.sources.teacher_cache import MANIFEST, TeacherCacheSource, read_manifest
-from datamodules.transforms import Augment, JointTransform
-from lightning_modules.models.encoder import ModalityEncoder
+from datamodules.transforms import Augment
 from lightning_modules.models.outputs import EMBEDDINGS_TAP, ModelOutput
+from lightning_modules.teachers.loading import teacher_modalities
+from lightning_modules.teachers.whole_videos import (
+    checked_subsets,
+    stitched_outputs,
+    whole_video_dataset,
+)
 
 FORMAT = 1
 """Version of the cache layout; a cache of another format is stale."""
 
 Layout = list[tuple[str, int]]
 """`(field, channels)` in storage order: `embeddings`, `logits`, `taps.<name>`."""
+
+ONLINE = "model.init_args.teacher_source: lightning_modules.teachers.Online"
+"""The setting that runs the teachers on every batch instead of reading a cache."""
+
+REBUILD_READS = ("--config", "--data", "--model")
+"""The options of a `fit` that `crossdistill cache-teachers` reads; the rebuild command keeps
+these and passes over the others (trainer, run name, checkpoint, ...)."""
 
 _IMAGE_KINDS = ("rgb", "flow", "keypoints", "boxes")
 _NOT_SETTINGS = ("name", "root", "verify_digest")
@@ -88,18 +98,10 @@ def cache_modality(teacher: str) -> str:
     return f"teacher_cache:{teacher}"
 
 
-def teacher_modalities(model: nn.Module) -> list[str]:
-    """The modalities a model reads: those of its modality encoders."""
-    found = sorted({m.modality for m in model.modules() if isinstance(m, ModalityEncoder)})
-    if not found:
-        raise ValueError("the teacher has no modality encoder, so its inputs are unknown")
-    return found
-
-
-def objective_taps(objectives: Iterable[nn.Module]) -> list[str]:
-    """The teacher taps the objectives read (their `tap` option; embeddings are always stored)."""
-    taps = {getattr(o, "tap", None) for o in objectives}
-    return sorted(tap for tap in taps if tap is not None and tap != EMBEDDINGS_TAP)
+def objective_taps(taps: Iterable[str | None]) -> list[str]:
+    """The teacher taps to store, from the objectives' `tap` values (None: an objective without
+    one); embeddings are always stored."""
+    return sorted({tap for tap in taps if tap is not None and tap != EMBEDDINGS_TAP})
 
 
 # the key
@@ -172,7 +174,7 @@ def pack(output: ModelOutput, taps: Sequence[str]) -> tuple[Tensor, Layout]:
     if not isinstance(output.logits, Tensor) or output.logits.dim() != 3:
         raise ValueError(
             "the teacher's logits are not per step (a segment pyramid or clip logits); only "
-            "per-step teachers can be cached. Fix: use teacher_mode: online"
+            f"per-step teachers can be cached. Fix: use {ONLINE}"
         )
     fields.append(("logits", output.logits))
     for tap in taps:
@@ -185,7 +187,7 @@ def pack(output: ModelOutput, taps: Sequence[str]) -> tuple[Tensor, Layout]:
         if value.dim() != 3 or value.shape[-1] != steps:
             raise ValueError(
                 f"teacher output {field} {tuple(value.shape)} is not (B, C, T) on the grid of "
-                f"{steps} steps, so it cannot be cut by window. Fix: use teacher_mode: online"
+                f"{steps} steps, so it cannot be cut by window. Fix: use {ONLINE}"
             )
     layout = [(field, int(value.shape[1])) for field, value in fields]
     return torch.cat([value.float() for _, value in fields], dim=1), layout
@@ -205,41 +207,14 @@ def unpack(packed: Tensor, layout: Sequence[Sequence[Any]], mask: Tensor) -> Mod
 # building
 
 
-class WholeVideos:
-    """One window per video from 0, covering its evaluation tiles (padding as the last tile)."""
-
-    random = False
-
-    def __init__(self, records: Sequence[VideoRecord], seconds: float, steps: int) -> None:
-        self.records, self.seconds, self.steps = list(records), seconds, steps
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def windows(self, index: int, rng: Any = None) -> list[Window]:
-        record = self.records[index]
-        assert record.duration is not None
-        count = tiles(record.duration, self.seconds, self.steps)
-        return [Window(record, TimeGrid(0.0, count * self.seconds, count * self.steps), 0)]
-
-
 def usable_records(datamodule: MultimodalDataModule) -> list[VideoRecord]:
     """Every video of the configured subsets (training parts included) whose teacher inputs
     are readable."""
-    records: dict[str, VideoRecord] = {}
-    for role in datamodule.distinct_roles():
-        report = datamodule.inspect(role)
-        if report.all_problems and datamodule.missing == "error":
-            first = report.all_problems[0]
-            raise DataError(
-                f"cannot cache teachers over subset {report.name!r}: {first} "
-                f"({len(report.all_problems)} problem(s); `crossdistill data-check` lists them)"
-            )
-        records.update((r.video_id, r) for r in report.usable)
+    reports = checked_subsets(datamodule, "cache teachers", datamodule.missing == "error")
+    records = {r.video_id: r for report in reports for r in report.usable}
     return list(records.values())
 
 
-@torch.no_grad()
 def build_cache(
     teacher: nn.Module,
     checkpoint: Path,
@@ -253,7 +228,7 @@ def build_cache(
     if datamodule.window_seconds is None:
         raise TeacherCacheError(
             "the cache stores every video on one stride, and window_seconds: null gives each "
-            "video its own. Fix: set window_seconds, or use teacher_mode: online"
+            f"video its own. Fix: set window_seconds, or use {ONLINE}"
         )
     modalities = teacher_modalities(teacher)
     data = data_fingerprint(datamodule, modalities, command)
@@ -262,25 +237,18 @@ def build_cache(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)  # invalid from here until the new one is written
     sources = {m: datamodule.modalities[m] for m in modalities}
-    dataset = UntrimmedDataset(
-        WholeVideos(records, datamodule.window_seconds, datamodule.window_steps),
-        sources,
-        "dense",
-        datamodule.annotation_set.classes,
-        JointTransform(sources, None),
-    )
-    loader = DataLoader(dataset, batch_size=1, collate_fn=Collate(sources))
     teacher.eval()
     layout: Layout = []
+
+    def packed(batch: dict[str, Any]) -> Tensor:
+        nonlocal layout
+        values, layout = pack(teacher(batch["inputs"], batch["mask"]), taps)
+        return values
+
     videos: dict[str, dict[str, Any]] = {}
-    for batch in loader:
-        packed, layout = pack(teacher(batch["inputs"], batch["mask"]), taps)
-        video_id = batch["meta"]["video_id"][0]
-        steps = video_steps(float(batch["meta"]["duration"][0]), stride)
-        if int(batch["mask"][0].sum()) != steps or not bool(batch["mask"][0, :steps].all()):
-            raise AssertionError(f"video {video_id!r}: the valid steps are not its first {steps}")
-        rows = packed[0, :, :steps].T.contiguous().numpy()
-        videos[video_id] = {"steps": steps, **save_npy_atomic(folder / f"{video_id}.npy", rows)}
+    dataset = whole_video_dataset(datamodule, records, sources)
+    for video_id, rows in stitched_outputs(packed, dataset):
+        videos[video_id] = {"steps": len(rows), **save_npy_atomic(folder / f"{video_id}.npy", rows)}
     manifest = {
         "format": FORMAT,
         "key": cache_key(checkpoint_digest, data),
@@ -302,21 +270,18 @@ def build_cache(
 
 def rebuild_command(argv: Sequence[str] | None = None, fallback: str = "") -> str:
     """`crossdistill cache-teachers` with this fit's configs and data/model overrides (the
-    trainer's flags dropped); outside a `crossdistill fit`, `fallback` or a template."""
+    options `REBUILD_READS` names; the others, the trainer's and the run's, are passed over);
+    outside a `crossdistill fit`, `fallback` or a template."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "fit" not in args:
         return fallback or "crossdistill cache-teachers --config <the configs of the fit>"
     keep: list[str] = []
-    skip_value = False
+    value_follows = False  # the token before was a kept option whose value is the next token
     for token in args[args.index("fit") + 1 :]:
-        if skip_value:
-            skip_value = False
-            continue
-        dropped = ("--trainer", "--seed_everything", "--ckpt_path", "--run_name", "--optimizer")
-        if token.startswith((*dropped, "--lr_scheduler")):
-            skip_value = "=" not in token
-            continue
-        keep.append(token)
+        option = token.split("=", 1)[0]
+        if value_follows or any(option == r or option.startswith(f"{r}.") for r in REBUILD_READS):
+            keep.append(token)
+            value_follows = not value_follows and "=" not in token
     return shlex.join(["crossdistill", "cache-teachers", *keep])
 
 
@@ -358,7 +323,7 @@ def check_augmentation(augment: Augment | None, kinds: dict[str, str], rebuild: 
             f"training augmentation {augment} would change the input {touched} of a cached "
             "teacher, but the cache holds outputs on un-augmented input. Fix: set "
             "data.init_args.augment: null (or min_scale: 1 and flip: false, colour_jitter: 0 "
-            "for RGB teachers), or use teacher_mode: online"
+            f"for RGB teachers), or use {ONLINE}"
         )
 
 
