@@ -31,6 +31,7 @@ from lightning_modules.metrics.calibration import expected_calibration_error
 from lightning_modules.metrics.frame_map import frame_map
 from lightning_modules.metrics.sample_ids import sample_order
 from lightning_modules.metrics.segment_map import (
+    ZeroLength,
     segment_average_precision,
     summarize,
 )
@@ -41,7 +42,11 @@ class EvaluationError(ValueError):
 
 
 def evaluate_segments(
-    ground_truth: Path, predictions: Path, subset: str | None, tious: Sequence[float]
+    ground_truth: Path,
+    predictions: Path,
+    subset: str | None,
+    tious: Sequence[float],
+    zero_length: ZeroLength = "strict",
 ) -> dict[str, Any]:
     """Detection mAP of an ActivityNet results file."""
     if len({f"{t:g}" for t in tious}) != len(tious):
@@ -70,8 +75,9 @@ def evaluate_segments(
         gt_segments=gt["segments"],
         num_classes=len(full.classes),
         tious=tious,
+        zero_length=zero_length,
     )
-    return summarize(ap, tious)
+    return {**summarize(ap, tious), "conventions": {"zero_length": zero_length}}
 
 
 def _refuse_labels_of_other_subsets(

@@ -2,7 +2,7 @@
 truth. Prints one JSON object to stdout; every score is a fraction in [0, 1].
 
     crossdistill evaluate segments --ground-truth GT.json --predictions PRED.json
-                                   [--subset NAME] [--tiou T ...]
+                                   [--subset NAME] [--tiou T ...] [--zero-length official]
     crossdistill evaluate frames --ground-truth GT.json --predictions SCORES.npz [--subset NAME]
     crossdistill evaluate clips --predictions CLIPS.json
 
@@ -19,7 +19,10 @@ segments: predictions in the ActivityNet results layout,
   {"results": {VIDEO: [{"label", "score", "segment": [s, e]}]}}
   Detection mAP at each tIoU threshold (default ActivityNet's 0.5:0.05:0.95; THUMOS14 uses
   0.3 0.4 0.5 0.6 0.7); see lightning_modules/metrics/segment_map.py. Evaluated videos without
-  predictions count as missed. Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ...}.
+  predictions count as missed. Two zero-length segments match only where they coincide (tIoU 1);
+  --zero-length official takes the official evaluators' rule instead (their 0/0 = NaN: a
+  zero-length prediction matches a zero-length ground-truth segment of its class anywhere in the
+  video). Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ..., "conventions": {...}}.
 
 frames: an npz holding a (T, K) score array per video id and a `classes` array naming the K
   columns (labels of the ground truth), and optionally `stride`, the seconds per row (what
@@ -87,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="T",
         help="tIoU thresholds (default: 0.5 0.55 ... 0.95)",
     )
+    sub["segments"].add_argument(
+        "--zero-length",
+        choices=("strict", "official"),
+        default="strict",
+        help="how two zero-length segments match: where they coincide (strict, default), or "
+        "anywhere in the video, as the official evaluators' 0/0 = NaN does (official)",
+    )
     sub["clips"].add_argument("--predictions", type=Path, required=True, metavar="CLIPS.json")
     return parser
 
@@ -102,7 +112,9 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "segments":
-            result = evaluate_segments(args.ground_truth, args.predictions, args.subset, args.tiou)
+            result = evaluate_segments(
+                args.ground_truth, args.predictions, args.subset, args.tiou, args.zero_length
+            )
         elif args.command == "frames":
             result = evaluate_frames(args.ground_truth, args.predictions, args.subset)
         else:

@@ -13,7 +13,11 @@ tIoUs by the ground truth's start, then end. (Rows that agree in all of these ar
 interchangeable.)
 
 Two identical zero-length segments have tIoU 1 (the limit of identical segments); any other pair
-with zero union has tIoU 0. ActivityNet's ground truth holds such segments.
+with zero union has tIoU 0. ActivityNet's ground truth holds such segments. The official
+evaluators compute 0/0 = NaN for every pair of zero-length segments, which sorts first and passes
+every threshold: a zero-length prediction then matches a zero-length ground-truth segment of its
+class anywhere in the video. `zero_length="official"` reproduces that (ties among such segments
+go by start, then end).
 
 Speed: the greedy matching is sequential only among predictions that compete for the same
 ground truth, those of one (video, class) pair. So it runs over ranks within the pairs: step r
@@ -25,6 +29,7 @@ compares it with a per-prediction loop.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -35,11 +40,17 @@ THUMOS14_TIOUS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.3, 0.7
 _MAX_THRESHOLDS = 63  # the matching keeps one bit per threshold in a uint64
 
 
-def temporal_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+ZeroLength = Literal["strict", "official"]
+
+
+def temporal_iou(a: np.ndarray, b: np.ndarray, zero_length: ZeroLength = "strict") -> np.ndarray:
     """tIoU of `(..., 2)` segments `a` and `b` (broadcast), with the zero-length rule above."""
     inter = np.maximum(0.0, np.minimum(a[..., 1], b[..., 1]) - np.maximum(a[..., 0], b[..., 0]))
     union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
-    iou = np.array(a[..., 0] == b[..., 0], dtype=np.float64)  # where the union is empty
+    if zero_length == "official":  # their NaN: first in the ranking, through every threshold
+        iou = np.full(np.broadcast(a[..., 0], b[..., 0]).shape, np.inf)
+    else:  # where the union is empty
+        iou = np.array(a[..., 0] == b[..., 0], dtype=np.float64)
     return np.divide(inter, union, out=iou, where=union > 0)
 
 
@@ -54,11 +65,13 @@ def segment_average_precision(
     gt_segments: np.ndarray,
     num_classes: int,
     tious: Sequence[float],
+    zero_length: ZeroLength = "strict",
 ) -> np.ndarray:
     """AP `(len(tious), num_classes)`; NaN for classes without ground truth.
 
     Videos are indices (non-negative integers), labels lie in [0, num_classes), segments are
-    `(N, 2)` start/end in seconds.
+    `(N, 2)` start/end in seconds. `zero_length`: how two zero-length segments match (module
+    docstring).
     """
     pred_video, pred_label = np.asarray(pred_video, np.int64), np.asarray(pred_label, np.int64)
     pred_segments = np.asarray(pred_segments, dtype=np.float64).reshape(-1, 2)
@@ -87,6 +100,7 @@ def segment_average_precision(
         gt_video * num_classes + gt_label,
         gt_segments,
         thresholds[ascending],
+        zero_length,
     )
 
     # Only predictions that hit at some threshold matter: precision peaks at hits, and the
@@ -129,6 +143,7 @@ def _greedy_match(
     gt_key: np.ndarray,
     gt_segments: np.ndarray,
     thresholds: np.ndarray,
+    zero_length: ZeroLength,
 ) -> tuple[np.ndarray, np.ndarray]:
     """True positives of predictions taken in `order`, keyed by (video, class), at ascending
     thresholds.
@@ -155,6 +170,7 @@ def _greedy_match(
     iou = temporal_iou(
         np.take(pred_segments, order[candidate[pair_pred]], axis=0),
         np.take(gt_segments[gt_order], pair_gt, axis=0),
+        zero_length,
     )
     kept = np.flatnonzero(iou >= thresholds[0])
     kept = kept[_useful(group[pair_pred[kept]], iou[kept], gt_count, thresholds)]

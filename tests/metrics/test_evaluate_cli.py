@@ -104,6 +104,7 @@ def test_segments_perfect_and_shifted(ground_truth: Path, tmp_path: Path, capsys
     assert result == {
         "mAP": {"0.5": 1.0, "0.8": 1.0, "0.85": 0.75},
         "average_mAP": pytest.approx(11 / 12),
+        "conventions": {"zero_length": "strict"},
     }
 
 
@@ -355,6 +356,32 @@ def test_official_sample_submission_scores_one(realdata: Path, capsys) -> None:
     assert len(result["mAP"]) == 10
     assert all(value == 1.0 for value in result["mAP"].values())
     assert result["average_mAP"] == 1.0
+
+
+def test_zero_length_official_switch(tmp_path: Path, capsys) -> None:
+    """--zero-length official: a zero-length prediction takes a zero-length ground-truth segment
+    of its class anywhere in the video, as the official evaluators' 0/0 = NaN does; the JSON
+    names the convention used."""
+    database = {
+        "v": {
+            "subset": "validation",
+            "duration": 40.0,
+            "annotations": [
+                {"segment": [5, 5], "label": "jump"},
+                {"segment": [10, 20], "label": "jump"},
+            ],
+        }
+    }
+    gt = write_json(tmp_path / "gt.json", {"taxonomy": TAXONOMY, "database": database})
+    pred = write_json(tmp_path / "p.json", {"results": {"v": [
+        {"label": "jump", "score": 0.9, "segment": [7, 7]},
+        {"label": "jump", "score": 0.8, "segment": [10, 20]}]}})  # fmt: skip
+    status, strict, _ = run(segments_argv(gt, pred), capsys)
+    assert status == 0 and strict["average_mAP"] == pytest.approx(0.25)
+    assert strict["conventions"] == {"zero_length": "strict"}
+    status, official, _ = run(segments_argv(gt, pred, "--zero-length", "official"), capsys)
+    assert status == 0 and official["average_mAP"] == pytest.approx(1.0)
+    assert official["conventions"] == {"zero_length": "official"}
 
 
 def test_evaluation_imports_neither_torch_nor_lightning() -> None:

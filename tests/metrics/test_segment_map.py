@@ -77,6 +77,98 @@ def test_zero_length_segments_match_only_the_same_point() -> None:
     assert iou.tolist() == [1.0, 1.0, 0.0]
 
 
+def official_ap(pred: list[tuple], gt: list[tuple], num_classes: int, tious) -> np.ndarray:
+    """The official ActivityNet evaluator's rule, transcribed: per class, predictions by
+    descending score; each one's ground truth of the video by descending tIoU computed as
+    intersection / union, so two zero-length segments give 0/0 = NaN, which numpy's argsort puts
+    last and the reversed order first, and which no `tiou < threshold` test rejects."""
+    ap = np.full((len(tious), num_classes), np.nan)
+    for k in range(num_classes):
+        truth = [(v, s, e) for v, c, s, e in gt if c == k]
+        if not truth:
+            continue
+        mine = sorted((row for row in pred if row[1] == k), key=lambda row: -row[4])
+        tp = np.zeros((len(tious), len(mine)))
+        fp = np.zeros((len(tious), len(mine)))
+        locked = np.full((len(tious), len(truth)), -1)
+        for i, (video, _, start, end, _) in enumerate(mine):
+            index = [j for j, row in enumerate(truth) if row[0] == video]
+            if not index:
+                fp[:, i] = 1
+                continue
+            bounds = np.array([truth[j][1:] for j in index])
+            inter = np.clip(
+                np.minimum(end, bounds[:, 1]) - np.maximum(start, bounds[:, 0]), 0, None
+            )
+            union = (bounds[:, 1] - bounds[:, 0]) + (end - start) - inter
+            with np.errstate(invalid="ignore", divide="ignore"):
+                iou = inter / union
+            ranked = iou.argsort()[::-1]
+            for t, threshold in enumerate(tious):
+                for j in ranked:
+                    if iou[j] < threshold:
+                        fp[t, i] = 1
+                        break
+                    if locked[t, index[j]] >= 0:
+                        continue
+                    tp[t, i], locked[t, index[j]] = 1, i
+                    break
+                if not tp[t, i] and not fp[t, i]:
+                    fp[t, i] = 1
+        for t in range(len(tious)):
+            hits, misses = np.cumsum(tp[t]), np.cumsum(fp[t])
+            recall = np.concatenate([[0], hits / len(truth), [1]])
+            precision = np.concatenate([[0], hits / np.maximum(hits + misses, 1e-12), [0]])
+            for i in range(len(precision) - 2, -1, -1):
+                precision[i] = max(precision[i], precision[i + 1])
+            step = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+            ap[t, k] = ((recall[step] - recall[step - 1]) * precision[step]).sum()
+    return ap
+
+
+def ours(pred: list[tuple], gt: list[tuple], num_classes: int, tious, zero_length: str):
+    p = np.array(pred, dtype=np.float64).reshape(-1, 5)
+    g = np.array(gt, dtype=np.float64).reshape(-1, 4)
+    return segment_average_precision(
+        pred_video=p[:, 0].astype(int), pred_label=p[:, 1].astype(int), pred_segments=p[:, 2:4],
+        pred_scores=p[:, 4], gt_video=g[:, 0].astype(int), gt_label=g[:, 1].astype(int),
+        gt_segments=g[:, 2:4], num_classes=num_classes, tious=tious, zero_length=zero_length,
+    )  # fmt: skip
+
+
+def test_official_zero_length_rule_matches_a_point_anywhere_in_the_video() -> None:
+    gt = [(0, 0, 5.0, 5.0), (0, 0, 10.0, 20.0)]
+    pred = [(0, 0, 7.0, 7.0, 0.9), (0, 0, 10.0, 20.0, 0.8)]
+    official = official_ap(pred, gt, 1, ACTIVITYNET_TIOUS)
+    assert official[:, 0] == pytest.approx(np.ones(10))  # the point at 7 takes the one at 5
+    assert ours(pred, gt, 1, ACTIVITYNET_TIOUS, "official") == pytest.approx(official)
+    strict = ours(pred, gt, 1, ACTIVITYNET_TIOUS, "strict")
+    assert strict[:, 0] == pytest.approx(np.full(10, 0.25))  # a miss, then a hit of 2 segments
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_official_zero_length_rule_equals_the_transcription(seed: int) -> None:
+    """Random videos with zero-length segments among others (at most one zero-length ground
+    truth per video and class: among several, the official tool takes the last in file order,
+    ours the earliest start)."""
+    rng = np.random.default_rng(seed)
+    gt, pred = [], []
+    for video in range(4):
+        for label in range(2):
+            starts = rng.uniform(0, 50, 3)
+            gt += [(video, label, s, s + rng.uniform(1, 10)) for s in starts[:2]]
+            gt.append((video, label, starts[2], starts[2]))
+    for video, label, start, end in gt:
+        for _ in range(2):
+            jitter = rng.normal(0, 1, 2)
+            point = rng.random() < 0.4
+            s = start + jitter[0]
+            pred.append((video, label, s, s if point else max(s, end + jitter[1]), rng.random()))
+    official = official_ap(pred, gt, 2, ACTIVITYNET_TIOUS)
+    assert ours(pred, gt, 2, ACTIVITYNET_TIOUS, "official") == pytest.approx(official, abs=1e-12)
+    assert not np.allclose(ours(pred, gt, 2, ACTIVITYNET_TIOUS, "strict"), official)
+
+
 def random_case(seed: int) -> tuple[list, list, int]:
     """Coarse grids make ties in score and tIoU, zero-length segments, duplicated rows."""
     rng = np.random.default_rng(seed)
