@@ -38,7 +38,7 @@ from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from datamodules.annotations import AnnotationSet, VideoRecord, read_annotations
-from datamodules.dataset import Collate, Task, UntrimmedDataset
+from datamodules.dataset import Collate, TaskKind, UntrimmedDataset
 from datamodules.held_out import held_out_digest, split_held_out
 from datamodules.sampling import (
     ClipWindows,
@@ -131,7 +131,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         self,
         root: str | Path,
         modalities: dict[str, Source],
-        task: Task = "dense",
+        task: TaskKind = "dense",
         annotations: str | list[str] | None = None,
         annotation_format: str | None = None,
         annotation_options: dict[str, Any] | None = None,

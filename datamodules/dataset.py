@@ -40,7 +40,9 @@ from datamodules.transforms import JointTransform
 
 log = logging.getLogger(__name__)
 
-Task = Literal["dense", "segments", "clips"]
+TaskKind = Literal["dense", "segments", "clips"]
+"""The data side's name of a task (targets, sampler, collate); the model side's is a
+`lightning_modules.tasks.Task` object (loss, decoding, metrics)."""
 
 
 @dataclass
@@ -72,7 +74,7 @@ class UntrimmedDataset(Dataset):
         self,
         sampler: WindowSampler,
         sources: Mapping[str, Source],
-        task: Task,
+        task: TaskKind,
         classes: Sequence[str],
         transform: JointTransform,
         verb_classes: Sequence[str] = (),
