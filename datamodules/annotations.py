@@ -13,6 +13,7 @@ is an `AnnotationError` that names the file, the video and the fix.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -113,11 +114,32 @@ READERS: dict[str, Callable[..., AnnotationSet]] = {
 }
 
 
-def read_annotations(path: str | Path, format: str, **options: object) -> AnnotationSet:
-    """Read `path` with the reader registered as `format` (a config names formats by string)."""
+def read_annotations(
+    path: str | Path, format: str, root: str | Path | None = None, **options: object
+) -> AnnotationSet:
+    """Read `path` with the reader registered as `format` (a config names formats by string).
+
+    Options that are file paths in the reader's signature (`classes_file`, `class_list`,
+    `verb_classes`, ...) and are given relative are taken under `root`, as the annotation files
+    themselves are.
+    """
     if format not in READERS:
         raise ValueError(f"unknown annotation format {format!r}; known formats: {sorted(READERS)}")
-    return READERS[format](path, **options)
+    reader = READERS[format]
+    if root is not None:
+        options = {key: _under(root, value, reader, key) for key, value in options.items()}
+    return reader(path, **options)
+
+
+def _under(
+    root: str | Path, value: object, reader: Callable[..., AnnotationSet], key: str
+) -> object:
+    """`value` under `root` when the reader's parameter `key` takes a path and it is relative."""
+    parameter = inspect.signature(reader).parameters.get(key)
+    takes_path = parameter is not None and "Path" in str(parameter.annotation)
+    if takes_path and isinstance(value, (str, Path)) and not Path(value).is_absolute():
+        return Path(root) / value
+    return value
 
 
 __all__ = [

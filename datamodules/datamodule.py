@@ -98,7 +98,8 @@ class MultimodalDataModule(pl.LightningDataModule):
         annotations: annotation file(s) under root (several are merged, e.g. Charades' train
             and test CSVs); default for the synthetic benchmark: its ActivityNet JSON.
         annotation_format: reader name (`datamodules.annotations.READERS`).
-        annotation_options: extra reader arguments, e.g. `classes_file`.
+        annotation_options: extra reader arguments, e.g. `classes_file` (relative file paths
+            are under root, as the annotation files are).
         train_subset, val_subset, test_subset: subset names as the annotations spell them
             (`val_subset: null` trains without validation; predict uses the test subset).
         val_fraction: validate on this fraction of the training videos instead of a subset
@@ -251,7 +252,7 @@ class MultimodalDataModule(pl.LightningDataModule):
     def annotation_set(self) -> AnnotationSet:
         """All videos and the vocabulary, read once (AnnotationError names file, video, label)."""
         sets = [
-            read_annotations(path, self.annotation_format, **self.annotation_options)
+            read_annotations(path, self.annotation_format, self.root, **self.annotation_options)
             for path in self.annotation_files
         ]
         return _merge(sets)

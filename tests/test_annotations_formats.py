@@ -548,3 +548,20 @@ def test_unknown_subset_and_format(tmp_path: Path) -> None:
         charades.subset("training")
     with pytest.raises(ValueError, match="unknown annotation format 'kinetics'"):
         read_annotations(tmp_path, "kinetics")
+
+
+def test_reader_file_options_are_taken_under_root_as_the_annotations_are(tmp_path: Path) -> None:
+    """`annotation_options: {classes_file: meta/classes.txt}` names a file under the dataset root,
+    as `annotations:` does (it was taken relative to the working directory); absolute paths stay."""
+    root = tmp_path / "charades"
+    write(root / "meta" / "classes.txt", "c000 walk_left\nc001 wave\n")
+    csv_path = write(
+        root / "annotations" / "Charades_v1_train.csv",
+        CHARADES_HEADER + "vid_0001,synthetic,s,7,7,Yes,x,,x,c001 0.50 1.25,3.00\n",
+    )
+    read = read_annotations(csv_path, "charades", root, classes_file="meta/classes.txt")
+    assert read.classes == ("walk_left", "wave")
+    absolute = read_annotations(
+        csv_path, "charades", tmp_path / "elsewhere", classes_file=root / "meta" / "classes.txt"
+    )
+    assert absolute.classes == ("walk_left", "wave")
