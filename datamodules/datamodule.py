@@ -555,10 +555,20 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
 
 
 def _merge(sets: list[AnnotationSet]) -> AnnotationSet:
-    """One set from several files of one dataset (same vocabulary, distinct videos)."""
+    """One set from several files of one dataset (same vocabulary, distinct videos).
+
+    EPIC-KITCHENS files share the published verb and noun lists, which the heads index; their
+    `classes` are the verb-noun pairs each file happens to hold, so those are united.
+    """
     merged = sets[0]
     for other in sets[1:]:
-        if other.classes != merged.classes:
+        pairs = bool(merged.verb_classes) and (merged.verb_classes, merged.noun_classes) == (
+            other.verb_classes,
+            other.noun_classes,
+        )
+        if pairs:
+            merged = replace(merged, classes=tuple(sorted({*merged.classes, *other.classes})))
+        elif other.classes != merged.classes:
             raise DataError(
                 f"{other.source}: its classes differ from those of {merged.source}. Fix: give "
                 "files of one dataset, with one class list"

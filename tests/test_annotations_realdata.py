@@ -204,3 +204,41 @@ def test_epic_kitchens_times_and_video_info(realdata: Path) -> None:
     first = record.segments[0]  # P01_11_0: take plate, 00:00:00.00 - 00:00:01.89
     assert (first.label, first.verb, first.noun) == ("take plate", "take", "plate")
     assert (first.start, first.end) == (0.0, pytest.approx(1.89))
+
+
+def test_epic_kitchens_train_and_validation_files_merge(realdata: Path, tmp_path: Path) -> None:
+    """EPIC-KITCHENS-100's train and validation CSVs name different verb-noun pairs but share the
+    published verb and noun lists, which the heads index: a data config with both files reads
+    them as one dataset (it refused them as two)."""
+    from datamodules.datamodule import MultimodalDataModule
+    from datamodules.sources import FeatureSource
+
+    source = realdata / "epic_kitchens_100"
+    lines = (source / "EPIC_100_validation.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    videos = sorted({row.split(",")[2] for row in rows})
+    train_videos = set(videos[: len(videos) // 2])
+    root = tmp_path / "epic"
+    (root / "annotations").mkdir(parents=True)
+    for name in ("verb_classes", "noun_classes", "video_info"):
+        target = root / "annotations" / f"EPIC_100_{name}.csv"
+        target.write_text((source / f"EPIC_100_{name}.csv").read_text())
+    for split, keep in (("train", True), ("validation", False)):
+        chosen = [row for row in rows if (row.split(",")[2] in train_videos) == keep]
+        (root / "annotations" / f"EPIC_100_{split}.csv").write_text("\n".join([header, *chosen]))
+    datamodule = MultimodalDataModule(
+        root=str(root),
+        modalities={"rgb": FeatureSource(path="features/{video_id}.npy")},
+        task="clips",
+        annotations=["annotations/EPIC_100_train.csv", "annotations/EPIC_100_validation.csv"],
+        annotation_format="epic_kitchens",
+        train_subset="train",
+        val_subset="validation",
+        test_subset="validation",
+    )
+    merged = datamodule.annotation_set
+    assert set(merged.subset_names) == {"train", "validation"}
+    assert len(merged.records) == len(videos)
+    labels = {s.label for record in merged.records.values() for s in record.segments}
+    assert set(merged.classes) == labels and list(merged.classes) == sorted(labels)
+    assert len(merged.verb_classes) == 97 and len(merged.noun_classes) == 300
