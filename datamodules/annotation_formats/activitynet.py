@@ -10,7 +10,6 @@ Predictions in the ActivityNet results format are read by `read_activitynet_resu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +119,9 @@ def _record(
     )
 
 
-def _segment(path: Path, vid: str, annotation: Any) -> Segment:
-    """A `{"segment": [start, end], "label": ...}` object as a Segment, bounds checked."""
+def _segment(path: Path, vid: str, annotation: Any, scored: bool = False) -> Segment:
+    """A `{"segment": [start, end], "label": ...}` object as a Segment, bounds checked; with
+    `scored`, its `"score"` too (a prediction)."""
     bounds = annotation.get("segment") if isinstance(annotation, dict) else None
     label = annotation.get("label") if isinstance(annotation, dict) else None
     if not isinstance(bounds, list) or len(bounds) != 2 or not isinstance(label, str):
@@ -134,7 +134,8 @@ def _segment(path: Path, vid: str, annotation: Any) -> Segment:
     start = number(bounds[0], path, "segment start", video=vid)
     end = number(bounds[1], path, "segment end", video=vid)
     check_span(start, end, "s", path, video=vid)
-    return Segment(label, start, end)
+    score = number(annotation.get("score"), path, "score", video=vid) if scored else None
+    return Segment(label, start, end, score=score)
 
 
 def _predictions(path: Path, vid: str, predictions: Any) -> tuple[Segment, ...]:
@@ -142,10 +143,7 @@ def _predictions(path: Path, vid: str, predictions: Any) -> tuple[Segment, ...]:
         raise annotation_error(
             path, "predictions are not a list", "give each video a list of predictions", video=vid
         )
-    return sorted_segments(
-        replace(_segment(path, vid, p), score=number(p.get("score"), path, "score", video=vid))
-        for p in predictions
-    )
+    return sorted_segments(_segment(path, vid, p, scored=True) for p in predictions)
 
 
 def _vocabulary(path: Path, data: dict, label_ids: set[tuple[str, int | None]]) -> Vocabulary:
