@@ -166,6 +166,28 @@ def test_markdown_puts_the_paper_beside_ours() -> None:
     assert "paper: charades" in table
 
 
+def test_plot_groups_rows_by_task_and_tells_baseline_student_and_teachers_apart(
+    tmp_path: Path,
+) -> None:
+    from lightning_modules.reproduce.results import plot, role, task_groups
+
+    def row(label: str, inference: list[str], values: list[float]) -> dict:
+        return {"label": label, "inference_modalities": inference, "method": "",
+                "metrics": {"top1": summarise(values)}, "paper": {}, "row": label}  # fmt: skip
+
+    rows = [
+        row("Clips: RGB baseline", ["rgb"], [0.3, 0.35]), row("Clips: flow", ["flow"], [0.6]),
+        row("Clips: student", ["rgb"], [0.4, 0.42]), row("Dense: RGB baseline", ["rgb"], [0.4]),
+        row("Dense: two-stream", ["rgb", "flow"], [0.6]), row("Dense: student", ["rgb"], [0.5]),
+    ]  # fmt: skip
+    groups = task_groups(rows)
+    assert list(groups) == ["Clips", "Dense"] and [len(g) for g in groups.values()] == [3, 3]
+    roles = [role(r, g) for g in groups.values() for r in g]
+    assert roles == ["baseline", "other", "student", "baseline", "other", "student"]
+    plot({"title": "T " * 80, "rows": rows}, tmp_path / "plot.png")  # a long title wraps
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
 @pytest.mark.slow
 def test_demo_smoke_writes_the_table_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "demo"

@@ -101,26 +101,83 @@ def markdown(results: dict, columns: tuple[str, ...] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
+_BEHIND_TEXT = {"facecolor": "white", "edgecolor": "none", "pad": 0.5}
+ROLE_COLOURS = {"baseline": "tab:blue", "student": "tab:orange", "other": "tab:gray"}
+
+
+def task_groups(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by task, the prefix of their label before ":" ("Dense: RGB baseline"), in order."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        task = row["label"].split(":")[0] if ":" in row["label"] else ""
+        groups.setdefault(task, []).append(row)
+    return groups
+
+
+def role(row: dict, group: list[dict]) -> str:
+    """`baseline` for a group's first RGB-only row, `student` for its other RGB-only rows,
+    `other` for rows that read other modalities (teachers, two-stream)."""
+    rgb = [r for r in group if r["inference_modalities"] == ["rgb"]]
+    if row["inference_modalities"] != ["rgb"]:
+        return "other"
+    return "baseline" if row is rgb[0] else "student"
+
+
 def plot(results: dict, path: Path) -> None:
-    """A bar per row (main metric, error bar = std over seeds), coloured by inference modality.
+    """A bar per row (main metric, mean over seeds, its value written beside it and the spread
+    over seeds as an error bar when there are several), rows grouped by task (the label's prefix
+    before ":"), the RGB baseline (a group's first RGB-only row) in blue with a dashed line
+    through its group, the RGB students in orange, the rows that read other modalities in grey.
 
     A bare `Figure` (no pyplot): it leaves the caller's backend alone (a notebook keeps inline
     plots) and needs no display."""
-    from matplotlib.figure import Figure
+    import textwrap
 
-    rows = results["rows"]
-    labels = [f"{row['label']} ({main_metric(row)})" for row in rows]
-    means = [100 * row["metrics"][main_metric(row)]["mean"] for row in rows]
-    stds = [100 * row["metrics"][main_metric(row)]["std"] for row in rows]
-    colours = ["tab:blue" if row["inference_modalities"] == ["rgb"] else "tab:gray" for row in rows]
-    figure = Figure(figsize=(8, 0.45 * len(rows) + 1.2))
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    groups = task_groups(results["rows"])
+    count = len(results["rows"]) + 2 * len(groups)
+    figure = Figure(figsize=(9, 0.42 * count + 1.6), layout="constrained")
     axis = figure.subplots()
-    axis.barh(range(len(rows)), means, xerr=stds, color=colours)
-    axis.set_yticks(range(len(rows)), labels)
-    axis.invert_yaxis()
-    axis.set_xlabel("% (blue: RGB only at inference)")
-    axis.set_title(results["title"], fontsize=10)
-    figure.tight_layout()
+    position, ticks, labels = 0.0, [], []
+    for task, rows in groups.items():
+        if task:
+            axis.text(0, position, task, fontweight="bold", va="center", ha="left")
+            position += 1
+        baseline = next((r for r in rows if role(r, rows) == "baseline"), None)
+        top = position
+        for row in rows:
+            summary = row["metrics"][main_metric(row)]
+            mean, spread = 100 * summary["mean"], 100 * summary["std"]
+            several = len(summary.get("values", ())) > 1
+            colour = ROLE_COLOURS[role(row, rows)]
+            axis.barh(position, mean, color=colour, xerr=spread if several else None)
+            text = f"{mean:.1f}" + (f" ± {spread:.1f}" if several else "")
+            right = mean + (spread if several else 0) + 1
+            axis.text(right, position, text, va="center", fontsize=8, bbox=_BEHIND_TEXT)
+            label = row["label"].split(":", 1)[1].strip() if task else row["label"]
+            ticks.append(position)
+            labels.append(f"{label} ({main_metric(row)})")
+            position += 1
+        if baseline is not None:
+            value = 100 * baseline["metrics"][main_metric(baseline)]["mean"]
+            axis.vlines(value, top - 0.5, position - 0.5, colors="tab:blue", linestyles="dashed")
+        position += 1
+    axis.set_yticks(ticks, labels)
+    axis.set_ylim(position - 1, -1)
+    axis.set_xlim(0, 112)
+    axis.set_xlabel("%")
+    axis.legend(
+        handles=[
+            Patch(color=ROLE_COLOURS["baseline"], label="RGB baseline (dashed: its value)"),
+            Patch(color=ROLE_COLOURS["student"], label="distilled RGB student"),
+            Patch(color=ROLE_COLOURS["other"], label="teacher / other modalities"),
+        ],
+        loc="lower right",
+        fontsize=8,
+    )
+    figure.suptitle(textwrap.fill(results["title"], 90), fontsize=10)
     figure.savefig(path, dpi=120)
 
 
