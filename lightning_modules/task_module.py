@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from datamodules.errors import ConfigError
 from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.predictions import window_rows, write_predictions
 from lightning_modules.tasks import ClipTask, DenseTask, SegmentTask, Task
@@ -85,6 +86,19 @@ def check_state_dict(
     raise CheckpointMismatchError("\n".join(lines))
 
 
+def check_task_agrees(task: Task, datamodule: Any) -> None:
+    """The model's task object and the data's task name must be one task: the data builds the
+    targets and windows that the task's loss and metrics read."""
+    data_kind = getattr(datamodule, "task", None)
+    if isinstance(data_kind, str) and task.kind and data_kind != task.kind:
+        raise ConfigError(
+            f"the model's task is {type(task).__name__} ({task.kind}) but the data's task is "
+            f"{data_kind!r}. Fix: set data.init_args.task: {task.kind}, or compose the data "
+            f"config of that task (configs/data/ names them), or give the model the "
+            f"{data_kind} task"
+        )
+
+
 class TaskModule(pl.LightningModule):
     """Base of the trainable modules: `self.model` on `self.task`, evaluated by the task."""
 
@@ -114,6 +128,7 @@ class TaskModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
+        check_task_agrees(self.task, datamodule)
         self.num_classes = datamodule.num_classes
         self.class_names = datamodule.class_names
         for split in ("val", "test"):

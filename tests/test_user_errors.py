@@ -45,3 +45,24 @@ def test_config_mistakes_are_one_message(
     if command == "fit":
         debug = crossdistill(tmp_path, "--debug", command, *configs, flag, runs, "--run_name=y")
         assert "Traceback" in debug.stderr and message in debug.stderr
+
+
+def test_a_model_task_other_than_the_datas_is_one_message(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The data's `task: dense` with a segment detector: the two are named, with the fix, before
+    any batch (the segment loss would read targets the dense data does not build)."""
+    from tests.cli_helpers import tiny
+    from tests.data_helpers import tiny_benchmark
+
+    bench = tiny_benchmark(tmp_path_factory)
+    segments = ["--config", str(CONFIGS / "teacher" / "segments_flow.yaml")]
+    done = crossdistill(
+        tmp_path, "fit", *BASE, *segments, *tiny(bench, tmp_path / "runs"), "--run_name=x"
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "the model's task is SegmentTask (segments) but the data's task is 'dense'" in (
+        done.stderr
+    )
+    assert "Fix: set data.init_args.task: segments" in done.stderr
+    assert "Traceback" not in done.stderr

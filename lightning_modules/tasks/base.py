@@ -29,6 +29,9 @@ class Task:
 
     main_metric: str = "loss"
     """The metric name (as `compute_metrics` returns it) that model selection maximises."""
+    kind: str = ""
+    """The data's name of this task (`data.init_args.task`: dense, segments or clips), whose
+    targets and windows the task's loss reads."""
 
     def loss(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """`{"loss": total, ...named parts for logging}` for a batch."""

@@ -42,6 +42,7 @@ class ClipTask(Task):
     action accuracy for `verb`/`noun` heads, with `num_classes` then `{"verb": V, "noun": N}`."""
 
     main_metric = "top1"
+    kind = "clips"
 
     def loss(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         logits, targets = self._heads(output, batch)

@@ -29,6 +29,7 @@ class DenseTask(Task):
     """
 
     main_metric = "frame_mAP"
+    kind = "dense"
 
     def __init__(self, reduction: Literal["pdan", "mean"] = "pdan") -> None:
         if reduction not in ("pdan", "mean"):

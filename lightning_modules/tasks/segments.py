@@ -106,6 +106,7 @@ class SegmentTask(Task):
     """
 
     main_metric = "average_mAP"
+    kind = "segments"
 
     def __init__(
         self,
