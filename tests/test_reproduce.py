@@ -139,6 +139,21 @@ def test_rows_keeps_the_named_rows_with_their_teachers_and_feature_sources() -> 
         load_recipe("demo").only(["nope"])
 
 
+def test_an_install_without_the_configs_says_where_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-editable install has no configs/ beside the package: named, with the fix (it
+    listed no recipes: "choose one of []")."""
+    import lightning_modules.reproduce.recipe as recipe_module
+
+    missing = tmp_path / "site-packages" / "configs"
+    monkeypatch.setattr(recipe_module, "CONFIGS_ROOT", missing)
+    monkeypatch.setattr(recipe_module, "RECIPES", missing / "experiments")
+    with pytest.raises(RecipeError, match="ship in the source checkout") as error:
+        load_recipe("demo")
+    assert str(missing) in str(error.value) and "make install" in str(error.value)
+
+
 def test_unknown_table_lists_the_known_ones() -> None:
     with pytest.raises(RecipeError, match="demo"):
         load_recipe("no_such_table")

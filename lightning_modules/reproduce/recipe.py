@@ -161,6 +161,13 @@ def recipe_path(table: str) -> Path:
     path = Path(table)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
+    if not RECIPES.is_dir():
+        raise RecipeError(
+            f"no table recipe {table!r}: the recipes and configs ship in the source checkout "
+            f"(configs/experiments/), not in this installation ({CONFIGS_ROOT} is missing). "
+            "Fix: run from a clone of the repository installed with `make install` (editable), "
+            "or pass the path of a recipe YAML file"
+        )
     named = RECIPES / f"{table}.yaml"
     if named.is_file():
         return named
