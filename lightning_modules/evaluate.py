@@ -24,6 +24,7 @@ from datamodules.annotations import (
     VideoRecord,
     read_activitynet,
     read_activitynet_results,
+    read_charades,
 )
 from datamodules.grid import video_steps
 from lightning_modules.metrics.accuracy import action_accuracy, topk_accuracy
@@ -118,8 +119,13 @@ def segment_table(
 
 
 def evaluate_frames(ground_truth: Path, predictions: Path, subset: str | None) -> dict[str, float]:
-    """Per-frame mAP of per-video dense scores."""
-    full = read_activitynet(ground_truth)
+    """Per-frame mAP of per-video dense scores, against ActivityNet-layout JSON or a Charades CSV
+    (`Charades_v1_test.csv`, its class list `Charades_v1_classes.txt` beside it)."""
+    full = (
+        read_charades(ground_truth)
+        if ground_truth.suffix == ".csv"
+        else read_activitynet(ground_truth)
+    )
     truth = _subset(full, subset)
     arrays = _load_npz(predictions)
     stride = arrays.pop("stride", None)

@@ -24,7 +24,9 @@ segments: predictions in the ActivityNet results layout,
   zero-length prediction matches a zero-length ground-truth segment of its class anywhere in the
   video). Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ..., "conventions": {...}}.
 
-frames: an npz holding a (T, K) score array per video id and a `classes` array naming the K
+frames: ground truth as above, or a Charades CSV (Charades_v1_test.csv, with
+  Charades_v1_classes.txt beside it; its subset is the file's, e.g. `test`). Predictions: an npz
+  holding a (T, K) score array per video id and a `classes` array naming the K
   columns (labels of the ground truth), and optionally `stride`, the seconds per row (what
   crossdistill writes). Row i stands for time (i + 0.5) * stride, and T must then be the video's
   number of steps (+-1): padded or cut arrays are refused; without `stride`, row i stands for

@@ -216,6 +216,38 @@ def test_frames_against_sklearn(ground_truth: Path, tmp_path: Path, capsys) -> N
     assert result == {"frame_mAP": 1.0, "frame_mAP_all": pytest.approx(2 / 3)}
 
 
+def test_frames_against_a_charades_csv(tmp_path: Path, capsys) -> None:
+    """Charades' own ground truth (the test CSV, its class list beside it) scores dense
+    predictions: rows at (i + 0.5) * length / T, labelled by the CSV's actions."""
+    header = (
+        "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length"
+    )
+    (tmp_path / "Charades_v1_classes.txt").write_text("c000 Sitting down\nc001 Opening a door\n")
+    csv = tmp_path / "Charades_v1_test.csv"
+    csv.write_text(
+        f"{header}\nAB12C,S,K,6,7,Yes,x,,x,c000 0.0 4.0;c001 6.0 10.0,10.0\n"
+        "XY34Z,S,K,6,7,Yes,x,,x,c001 2.0 4.0,5.0\n"
+    )
+    times = {"AB12C": (np.arange(10) + 0.5) * 1.0, "XY34Z": (np.arange(5) + 0.5) * 1.0}
+    bounds = {"AB12C": [(0, 0.0, 4.0), (1, 6.0, 10.0)], "XY34Z": [(1, 2.0, 4.0)]}
+    truth = {video: np.zeros((len(t), 2)) for video, t in times.items()}
+    for video, segments in bounds.items():
+        for k, start, end in segments:
+            truth[video][(times[video] >= start) & (times[video] <= end), k] = 1
+    classes = np.array(["Sitting down", "Opening a door"])
+    np.savez(tmp_path / "perfect.npz", classes=classes, **truth)
+    argv = ["frames", "--ground-truth", str(csv), "--predictions", str(tmp_path / "perfect.npz")]
+    status, result, err = run(argv, capsys)
+    assert status == 0, err
+    assert result == {"frame_mAP": 1.0, "frame_mAP_all": 1.0}
+    flipped = {video: 1 - y for video, y in truth.items()}
+    np.savez(tmp_path / "flipped.npz", classes=classes, **flipped)
+    status, result, _ = run([*argv[:-1], str(tmp_path / "flipped.npz")], capsys)
+    y = np.concatenate(list(truth.values()))
+    ap = [average_precision_score(y[:, k], 1 - y[:, k]) for k in (0, 1)]
+    assert status == 0 and result["frame_mAP"] == pytest.approx(np.mean(ap), abs=1e-12)
+
+
 @pytest.mark.parametrize("problem", ["missing video", "nan", "unknown class", "no column"])
 def test_frames_errors_name_the_entry(
     ground_truth: Path, tmp_path: Path, capsys, problem: str
