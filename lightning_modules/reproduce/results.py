@@ -70,6 +70,14 @@ def _percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
+def shown(summary: dict) -> str:
+    """A metric in %, mean ± sample std over seeds; a single seed has no spread to show."""
+    text = _percent(summary["mean"])
+    if len(summary.get("values", ())) > 1:
+        text += f" ± {_percent(summary['std'])}"
+    return text
+
+
 def markdown(results: dict, columns: tuple[str, ...] = ()) -> str:
     """The table: one line per row, ours (mean ± std over seeds, in %) beside the paper's."""
     datasets = sorted({d for row in results["rows"] for d in row["paper"]})
@@ -86,10 +94,7 @@ def markdown(results: dict, columns: tuple[str, ...] = ()) -> str:
     lines.append("|" + "---|" * len(header))
     for row in results["rows"]:
         metric = main_metric(row)
-        summary = row["metrics"][metric]
-        ours = _percent(summary["mean"])
-        if len(summary.get("values", ())) > 1:  # a single seed has no spread to show
-            ours += f" ± {_percent(summary['std'])}"
+        ours = shown(row["metrics"][metric])
         cells = [row["label"], row["method"], "+".join(row["inference_modalities"]), metric, ours]
         for column in columns:
             value = row["metrics"].get(column)
@@ -153,16 +158,16 @@ def plot(results: dict, path: Path) -> None:
             several = len(summary.get("values", ())) > 1
             colour = ROLE_COLOURS[role(row, rows)]
             axis.barh(position, mean, color=colour, xerr=spread if several else None)
-            text = f"{mean:.1f}" + (f" ± {spread:.1f}" if several else "")
             right = mean + (spread if several else 0) + 1
-            axis.text(right, position, text, va="center", fontsize=8, bbox=_BEHIND_TEXT)
+            axis.text(right, position, shown(summary), va="center", fontsize=8, bbox=_BEHIND_TEXT)
             label = row["label"].split(":", 1)[1].strip() if task else row["label"]
             ticks.append(position)
             labels.append(f"{label} ({main_metric(row)})")
             position += 1
         if baseline is not None:
             value = 100 * baseline["metrics"][main_metric(baseline)]["mean"]
-            axis.vlines(value, top - 0.5, position - 0.5, colors="tab:blue", linestyles="dashed")
+            colour = ROLE_COLOURS["baseline"]
+            axis.vlines(value, top - 0.5, position - 0.5, colors=colour, linestyles="dashed")
         position += 1
     axis.set_yticks(ticks, labels)
     axis.set_ylim(position - 1, -1)
