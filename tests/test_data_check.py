@@ -4,6 +4,7 @@ broken copy and exits non-zero."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from lightning_modules.commands.data_check import main
 from tests.conftest import REPO_ROOT
-from tests.data_helpers import copy_benchmark
+from tests.data_helpers import copy_benchmark, with_random_features
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("crossdistill")
 CONFIG = str(REPO_ROOT / "configs" / "data" / "synthetic.yaml")
@@ -78,8 +79,10 @@ def test_empty_subset_and_full_lightning_configs(
     bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     experiment = tmp_path / "experiment.yaml"
-    experiment.write_text("seed_everything: 1\ntrainer: {max_epochs: 2}\nmodel: {lr: 0.1}\n")
-    args = ["--config", CONFIG, "--config", str(experiment), f"--data.init_args.root={bench}"]
+    experiment.write_text("seed_everything: 1\ntrainer: {max_epochs: 2}\n")
+    model = str(REPO_ROOT / "configs" / "teacher" / "dense_rgb.yaml")
+    args = ["--config", CONFIG, "--config", model, "--config", str(experiment)]
+    args.append(f"--data.init_args.root={bench}")
     assert main([*args, "--data.init_args.test_subset=holdout"]) == 1
     assert "no subset 'holdout'" in capsys.readouterr().out
 
@@ -144,3 +147,47 @@ def test_deep_check_finds_damage_inside_a_video(
     capsys.readouterr()
     assert main([*args, "--deep=true"]) == 1
     assert str(video) in capsys.readouterr().out
+
+
+FEATURES = str(REPO_ROOT / "configs" / "data" / "synthetic_features.yaml")
+RGB_TEACHER = str(REPO_ROOT / "configs" / "teacher" / "dense_features_rgb.yaml")
+MODEL = "--model.init_args.model.init_args"
+
+
+@pytest.fixture(scope="module")
+def features(bench: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return with_random_features(bench, tmp_path_factory.mktemp("features") / "bench")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ([], None),
+        (
+            [f"{MODEL}.encoder.init_args.in_channels=1024"],
+            "encoder reads 1024 channels of 'rgb', the data's rgb features are 128 wide",
+        ),
+        (
+            [f"{MODEL}.head.init_args.num_classes=157"],
+            "the model predicts 157 classes, the data has 8",
+        ),
+        (
+            [f"{MODEL}.encoder.init_args.modality=flow"],
+            r"reads modalities \['flow'\], the data config loads \['rgb'\]",
+        ),
+    ],
+    ids=["fits", "width", "classes", "modality"],
+)  # fmt: skip
+def test_a_model_config_is_checked_against_the_data(
+    features: Path, change: list[str], message: str | None, capsys: pytest.CaptureFixture
+) -> None:
+    """With the model's config among the files, data-check says whether the model fits the data
+    (widths, classes, modalities) instead of training into a shape error."""
+    args = ["--config", FEATURES, "--config", RGB_TEACHER, f"--data.init_args.root={features}"]
+    status = main([*args, *change])
+    out = capsys.readouterr().out
+    if message is None:
+        assert status == 0 and "model: TeacherModule fits the data" in out, out
+    else:
+        assert status == 1 and "does not fit the data" in out and "Fix:" in out, out
+        assert re.search(message, out), out

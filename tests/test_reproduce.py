@@ -247,3 +247,33 @@ def test_radevski_table_has_the_authors_kd_only_student_beside_lambda_gt_1(
         config = print_config(capsys, *flags, *recipe.args, *row.args)
         weights.append(config["model"]["init_args"]["task_weight"])
     assert weights == [0.0, 1.0]
+
+
+def test_data_rows_that_do_not_fit_the_data_are_named_before_any_training(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`--data` with features of other widths than the rows' models read: one error naming
+    every row that does not fit and its fix, exit 2, nothing trained; fitting rows pass."""
+    import numpy as np
+
+    from lightning_modules.commands.reproduce import main
+    from tests.data_helpers import with_random_features
+
+    root = with_random_features(bench, tmp_path / "features")
+    base = yaml.safe_load((RECIPES.parent / "data" / "synthetic_features.yaml").read_text())
+    base["data"]["init_args"]["root"] = str(root)
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump(base))
+    runner = TableRunner(load_recipe("dai21_dense"), tmp_path / "fits", str(data))
+    runner.preflight()  # the shipped rows read the widths with_random_features writes
+    for path in (root / "features" / "rgb").glob("*.npy"):
+        np.save(path, np.load(path)[:, :96])
+    out = tmp_path / "out"
+    assert main(["dai21_dense", "--data", str(data), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "before any training" in error and not (out / "runs").exists()
+    reading_rgb = ["rgb", "two_stream", "hinton_kd", "dai_flow_pose"]
+    for row in reading_rgb:
+        assert f"row {row} (" in error, row
+    assert "row flow (" not in error and "row pose (" not in error
+    assert "the data's rgb features are 96 wide" in error and "Fix:" in error

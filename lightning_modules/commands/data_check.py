@@ -6,6 +6,10 @@ over every video of the train, val and test subsets with every modality. The exi
 when anything would stop training (with `missing: skip`, broken videos are only left out, so
 they stop it only when a subset is left empty), else 0.
 
+With a model in the configs (a teacher or distillation config composed after the data, as for
+fit), it also checks that the model fits the data: the modalities it reads, its feature widths
+and its class count (`lightning_modules.model_data_check`).
+
 The check never writes. With a `synthetic:` block whose benchmark is not (yet) under `root`, it
 says what `fit` would do there (generate it, or refuse the folder) instead of generating it.
 """
@@ -23,15 +27,22 @@ HELP = "pre-flight check of a dataset config: files, lengths, labels"
 _OTHER_KEYS = ("seed_everything", "trainer", "model", "optimizer", "lr_scheduler", "ckpt_path")
 
 
-def data_config_parser(prog: str, description: str) -> ArgumentParser:
+def data_config_parser(prog: str, description: str, with_model: bool = False) -> ArgumentParser:
     """A parser for the `data:` part of `crossdistill fit`'s config files and overrides, for
-    commands that need only the data (the other top-level keys are read past)."""
+    commands that need only the data (the other top-level keys are read past); `with_model`
+    also parses the optional `model:` part."""
     from datamodules.datamodule import MultimodalDataModule
 
     parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", action=ActionConfigFile, help="config file(s), as for fit")
     parser.add_subclass_arguments(MultimodalDataModule, "data", required=True)
-    for key in _OTHER_KEYS:
+    ignored = _OTHER_KEYS
+    if with_model:
+        from lightning_modules.task_module import TaskModule
+
+        parser.add_subclass_arguments(TaskModule, "model", required=False)
+        ignored = tuple(key for key in _OTHER_KEYS if key != "model")
+    for key in ignored:
         parser.add_argument(f"--{key}", type=Any, default=None, help="ignored here")
     return parser
 
@@ -40,7 +51,9 @@ def build_parser() -> ArgumentParser:
     parser = data_config_parser(
         "crossdistill data-check",
         "Pre-flight check of a dataset config: files, lengths, labels. Takes the config files "
-        "of `crossdistill fit` and reports what would break training, with fixes.",
+        "of `crossdistill fit` and reports what would break training, with fixes; with a model "
+        "config among them, also whether the model fits the data.",
+        with_model=True,
     )
     parser.add_argument(
         "--deep",
@@ -86,4 +99,20 @@ def main(argv: list[str]) -> int:
         return 1
     for source in datamodule.modalities.values():
         source.deep_check = deep
-    return 1 if run_checks(datamodule, print) else 0
+    blocking = run_checks(datamodule, print)
+    if config.get("model") is not None and not blocking:
+        blocking += _model_problems(config.model, datamodule)
+    return 1 if blocking else 0
+
+
+def _model_problems(model: Any, datamodule: Any) -> list[str]:
+    """The model config against the data (after the data's own checks passed)."""
+    from lightning_modules.model_data_check import model_data_problems, network_of
+
+    problems = model_data_problems(network_of(model), datamodule)
+    name = model.class_path.rpartition(".")[2]
+    if not problems:
+        print(f"\nmodel: {name} fits the data (modalities, widths, classes)")
+    for problem in problems:
+        print(f"\nmodel: {name} does not fit the data: {problem}")
+    return problems

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from datamodules.sources.integrity import write_json_atomic
 from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark, is_complete
-from lightning_modules.reproduce.recipe import PrepareStep, Recipe, RecipeError, Row
+from lightning_modules.reproduce.recipe import (
+    CONFIGS_ROOT,
+    PrepareStep,
+    Recipe,
+    RecipeError,
+    Row,
+)
 
 SYNTHETIC = "synthetic"
 PRETRAINING = "synthetic_pretraining"
@@ -124,6 +130,8 @@ class TableRunner:
     def run(self) -> None:
         """Every job not yet done, in order: a line per job (rows), Lightning's bar per epoch."""
         quiet_lightning()
+        if not self.synthetic:
+            self.preflight()
         jobs = self.jobs()
         for number, job in enumerate(jobs, 1):
             label = f"[{self.recipe.table} {number}/{len(jobs)}] {job.name}"
@@ -181,13 +189,40 @@ class TableRunner:
             flags.append(f"--model.init_args.teachers.{name}={checkpoint}")
         return flags
 
-    def run_row(self, row: Row, seed: int) -> None:
+    def row_command(self, row: Row, seed: int) -> tuple[list[Path], list[str]]:
+        """The config files and flags of a row's `fit`."""
         data = row.data if self.synthetic and row.data else self.data_configs
         configs = [self.recipe.trainer, *data, *row.fit]
         flags = [
             *self.data_flags(), f"--seed_everything={seed}", *self.recipe.args, *row.args,
             *self.teacher_flags(row), *self.recipe.final_args,
         ]  # fmt: skip
+        return configs, flags
+
+    def preflight(self) -> None:
+        """On `--data`, every row's model against the data (modalities, widths, classes)
+        before the first row trains: one error naming each row that does not fit."""
+        from lightning_modules.commands.data_check import data_config_parser
+        from lightning_modules.model_data_check import model_data_problems, network_of
+
+        parser = data_config_parser("crossdistill reproduce", "", with_model=True)
+        found = []
+        for row in self.recipe.rows:
+            configs, flags = self.row_command(row, 0)
+            ours = [f for f in flags if f.startswith(("--data.", "--model."))]
+            config = parser.parse_args([*_config_flags(configs), *ours])
+            datamodule = parser.instantiate(config.clone().update(None, "model")).data
+            problems = model_data_problems(network_of(config.model), datamodule)
+            found += [f"  row {row.name} ({_shown(row.fit[-1])}): {p}" for p in problems]
+        if found:
+            raise ReproduceError(
+                f"--data {self.data_configs[0]}: {len(found)} problem(s) before any training, "
+                "each with its fix (edit the row's model config, or pass --rows to run the rows "
+                "that fit):\n" + "\n".join(found)
+            )
+
+    def run_row(self, row: Row, seed: int) -> None:
+        configs, flags = self.row_command(row, seed)
         run_dir = self.run_dir(row, seed)
         self.fit(configs, flags, run_dir)
         metrics = self.test(run_dir)
@@ -219,6 +254,12 @@ def _benchmark_job(name: str, root: Path, options: dict) -> Job:
     """Generate a synthetic benchmark under `root`; done when it is complete with `options`."""
     config = SyntheticConfig(**options)
     return Job(name, lambda: generate_benchmark(root, config), lambda: is_complete(root, config))
+
+
+def _shown(config: Path) -> str:
+    """A shipped config by its name under configs/, another by its path."""
+    shipped = config.is_relative_to(CONFIGS_ROOT)
+    return str(config.relative_to(CONFIGS_ROOT)) if shipped else str(config)
 
 
 def _config_flags(configs: Iterable[Path]) -> list[str]:
