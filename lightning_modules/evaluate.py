@@ -15,7 +15,7 @@ import json
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -118,9 +118,25 @@ def segment_table(
     }
 
 
-def evaluate_frames(ground_truth: Path, predictions: Path, subset: str | None) -> dict[str, float]:
+CHARADES_POINTS = 25
+"""Points per video of the Charades localisation protocol (`Charades_v1_localize.m`)."""
+
+FrameProtocol = Literal["pooled", "charades"]
+
+
+def evaluate_frames(
+    ground_truth: Path, predictions: Path, subset: str | None, protocol: FrameProtocol = "pooled"
+) -> dict[str, float | str]:
     """Per-frame mAP of per-video dense scores, against ActivityNet-layout JSON or a Charades CSV
-    (`Charades_v1_test.csv`, its class list `Charades_v1_classes.txt` beside it)."""
+    (`Charades_v1_test.csv`, its class list `Charades_v1_classes.txt` beside it).
+
+    `pooled` scores every row of every video (TSU's and MultiTHUMOS' protocol, and what
+    training logs); `charades` scores 25 instants a video, `j / 25 * duration` for j = 0..24,
+    each by the row whose step holds it, labelled by the segments with `start <= t <= end`, as
+    the Charades localisation evaluator does, so long and short videos weigh the same; its AP
+    ranks tied scores one by one in the ground truth's video order, as that evaluator's stable
+    sort does (instants that share a row tie).
+    """
     full = (
         read_charades(ground_truth)
         if ground_truth.suffix == ".csv"
@@ -168,10 +184,8 @@ def evaluate_frames(ground_truth: Path, predictions: Path, subset: str | None) -
         if record.duration is None:
             raise EvaluationError(f"{ground_truth}: video {video!r} has no duration")
         steps = len(video_scores)
-        if stride is None:  # rows spread over the video
-            times = (np.arange(steps) + 0.5) * record.duration / steps
-        else:
-            times = (np.arange(steps) + 0.5) * float(stride)
+        step_seconds = record.duration / steps if stride is None else float(stride)
+        if stride is not None:
             expected = video_steps(record.duration, float(stride))
             if abs(steps - expected) > 1:
                 raise EvaluationError(
@@ -179,6 +193,12 @@ def evaluate_frames(ground_truth: Path, predictions: Path, subset: str | None) -
                     f"the video lasts {record.duration:g} s ({expected} rows): padded, cut, or "
                     "another video's scores. Fix: write one row per step of the video"
                 )
+        if protocol == "charades":
+            times = np.arange(CHARADES_POINTS) / CHARADES_POINTS * record.duration  # as in .m
+            rows = np.minimum((times / step_seconds).astype(np.int64), steps - 1)
+            video_scores = video_scores[rows]
+        else:
+            times = (np.arange(steps) + 0.5) * step_seconds
         positive = np.zeros(video_scores.shape, dtype=bool)
         for segment in record.segments:
             if segment.label not in column:
@@ -194,7 +214,8 @@ def evaluate_frames(ground_truth: Path, predictions: Path, subset: str | None) -
     targets_all = np.concatenate(targets)
     if not targets_all.any():
         raise EvaluationError(f"{ground_truth}: no frame lies inside any ground-truth segment")
-    return frame_map(np.concatenate(scores), targets_all)
+    ties = "in_order" if protocol == "charades" else "together"
+    return {**frame_map(np.concatenate(scores), targets_all, ties), "protocol": protocol}
 
 
 def evaluate_clips(predictions: Path) -> dict[str, dict[str, float]]:

@@ -4,6 +4,7 @@ truth. Prints one JSON object to stdout; every score is a fraction in [0, 1].
     crossdistill evaluate segments --ground-truth GT.json --predictions PRED.json
                                    [--subset NAME] [--tiou T ...] [--zero-length official]
     crossdistill evaluate frames --ground-truth GT.json --predictions SCORES.npz [--subset NAME]
+                                 [--protocol charades]
     crossdistill evaluate clips --predictions CLIPS.json
 
 Unknown videos, labels and classes, malformed segments (end before start, negative times) and
@@ -32,8 +33,12 @@ frames: ground truth as above, or a Charades CSV (Charades_v1_test.csv, with
   number of steps (+-1): padded or cut arrays are refused; without `stride`, row i stands for
   (i + 0.5) * duration / T. A row is positive for a class when that time lies in [start, end] of
   one of its segments. Scores must be finite. Every
-  evaluated video needs scores, and every class with ground truth a column.
-  Prints {"frame_mAP": ..., "frame_mAP_all": ...} (classes with a positive / all columns).
+  evaluated video needs scores, and every class with ground truth a column. Every row of every
+  video is scored (pooled); --protocol charades scores 25 instants a video instead, t = j / 25 *
+  duration for j = 0..24, each by the row whose step holds t (the Charades localisation
+  evaluator's protocol, Charades_v1_localize.m).
+  Prints {"frame_mAP": ..., "frame_mAP_all": ..., "protocol": ...} (classes with a positive /
+  all columns).
 
 clips: one JSON file with the predictions and labels of trimmed clips,
   {"scores": "logits" | "probabilities",
@@ -99,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
         help="how two zero-length segments match: where they coincide (strict, default), or "
         "anywhere in the video, as the official evaluators' 0/0 = NaN does (official)",
     )
+    sub["frames"].add_argument(
+        "--protocol",
+        choices=("pooled", "charades"),
+        default="pooled",
+        help="which instants are scored: every row of every video (pooled, default; TSU, "
+        "MultiTHUMOS), or 25 a video, at j/25 of its duration (charades: the Charades "
+        "localisation evaluator's)",
+    )
     sub["clips"].add_argument("--predictions", type=Path, required=True, metavar="CLIPS.json")
     return parser
 
@@ -118,7 +131,9 @@ def main(argv: list[str]) -> int:
                 args.ground_truth, args.predictions, args.subset, args.tiou, args.zero_length
             )
         elif args.command == "frames":
-            result = evaluate_frames(args.ground_truth, args.predictions, args.subset)
+            result = evaluate_frames(
+                args.ground_truth, args.predictions, args.subset, args.protocol
+            )
         else:
             result = evaluate_clips(args.predictions)
     except (ValueError, FileNotFoundError) as err:  # EvaluationError, AnnotationError, bad --subset

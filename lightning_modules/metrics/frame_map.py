@@ -9,10 +9,18 @@ with empty ones counted as 0 (`frame_mAP_all`).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
+Ties = Literal["together", "in_order"]
+"""How tied scores rank: as one threshold (scikit-learn, the default), or one by one in input
+order (the THUMOS-derived Charades localisation evaluator's stable sort)."""
 
-def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+
+def average_precision(
+    scores: np.ndarray, targets: np.ndarray, ties: Ties = "together"
+) -> np.ndarray:
     """Per-class AP of `(N, K)` scores against `(N, K)` binary targets; NaN without positives."""
     scores = np.asarray(scores, dtype=np.float64)
     targets = np.asarray(targets).astype(bool)
@@ -27,8 +35,10 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
             continue
         order = np.argsort(-scores[:, k], kind="stable")
         sorted_scores, hits = scores[order, k], targets[order, k]
-        # the last index of each run of equal scores is one threshold
-        last = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
+        if ties == "together":  # the last index of each run of equal scores is one threshold
+            last = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
+        else:
+            last = np.arange(len(hits))
         true_pos = np.cumsum(hits)[last]
         precision = true_pos / (last + 1)
         recall_gain = np.diff(true_pos, prepend=0) / positives
@@ -36,9 +46,11 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return ap
 
 
-def frame_map(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+def frame_map(
+    scores: np.ndarray, targets: np.ndarray, ties: Ties = "together"
+) -> dict[str, float]:
     """`frame_mAP` (classes with a positive) and `frame_mAP_all` (every class, empty ones 0)."""
-    ap = average_precision(scores, targets)
+    ap = average_precision(scores, targets, ties)
     present = ~np.isnan(ap)
     return {
         "frame_mAP": float(ap[present].mean()) if present.any() else float("nan"),

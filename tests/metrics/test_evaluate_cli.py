@@ -213,7 +213,7 @@ def test_frames_against_sklearn(ground_truth: Path, tmp_path: Path, capsys) -> N
         tmp_path / "p.npz", classes=np.array(columns), **{v: t * 1.0 for v, t in targets.items()}
     )
     status, result, _ = run([*argv[:-1], str(tmp_path / "p.npz"), "--subset", "validation"], capsys)
-    assert result == {"frame_mAP": 1.0, "frame_mAP_all": pytest.approx(2 / 3)}
+    assert result == {"frame_mAP": 1.0, "frame_mAP_all": pytest.approx(2 / 3), "protocol": "pooled"}
 
 
 def test_frames_against_a_charades_csv(tmp_path: Path, capsys) -> None:
@@ -239,13 +239,85 @@ def test_frames_against_a_charades_csv(tmp_path: Path, capsys) -> None:
     argv = ["frames", "--ground-truth", str(csv), "--predictions", str(tmp_path / "perfect.npz")]
     status, result, err = run(argv, capsys)
     assert status == 0, err
-    assert result == {"frame_mAP": 1.0, "frame_mAP_all": 1.0}
+    assert result == {"frame_mAP": 1.0, "frame_mAP_all": 1.0, "protocol": "pooled"}
     flipped = {video: 1 - y for video, y in truth.items()}
     np.savez(tmp_path / "flipped.npz", classes=classes, **flipped)
     status, result, _ = run([*argv[:-1], str(tmp_path / "flipped.npz")], capsys)
     y = np.concatenate(list(truth.values()))
     ap = [average_precision_score(y[:, k], 1 - y[:, k]) for k in (0, 1)]
     assert status == 0 and result["frame_mAP"] == pytest.approx(np.mean(ap), abs=1e-12)
+
+
+def _charades_localize_map(
+    lengths: dict[str, float],
+    actions: dict[str, list],
+    scores: dict[str, np.ndarray],
+    stride: float,
+) -> float:
+    """A transcription of the Charades localisation evaluator (`Charades_v1_localize.m`): 25
+    instants a video at (j - 1) / 25 * length, labels where start <= t <= end, the submission's
+    score of the frame holding the instant, and THUMOS' per-class AP (sum of the precisions at
+    the positives of the score-sorted list, over the positives), averaged over classes."""
+    labels, conf = [], []
+    for video, length in lengths.items():
+        for j in range(1, 26):
+            t = (j - 1) / 25 * length
+            row = np.zeros(scores[video].shape[1])
+            for k, start, end in actions[video]:
+                if start <= t <= end:
+                    row[k] = 1
+            labels.append(row)
+            conf.append(scores[video][min(int(t / stride), len(scores[video]) - 1)])
+    labels, conf = np.array(labels), np.array(conf)
+    aps = []
+    for k in range(labels.shape[1]):
+        order = np.argsort(-conf[:, k], kind="stable")
+        hits = labels[order, k] == 1
+        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(precision[hits].sum() / hits.sum())
+    return float(np.mean(aps))
+
+
+def test_frames_charades_protocol_scores_25_instants_a_video(tmp_path: Path, capsys) -> None:
+    """`--protocol charades` equals a transcription of the official evaluator on random scores,
+    and differs from pooling every row (a long video no longer outweighs a short one)."""
+    header = (
+        "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length"
+    )
+    (tmp_path / "Charades_v1_classes.txt").write_text(
+        "c000 Sitting down\nc001 Opening a door\nc002 Holding a cup\n"
+    )
+    lengths = {"AB12C": 30.0, "XY34Z": 7.3, "QQ99Q": 12.0}
+    actions = {
+        "AB12C": [(0, 0.0, 12.0), (1, 10.0, 30.0)],
+        "XY34Z": [(1, 2.0, 4.0), (2, 0.0, 7.3)],
+        "QQ99Q": [(0, 5.5, 9.0), (2, 1.2, 2.4)],
+    }
+    rows = [
+        f"{video},S,K,6,7,Yes,x,,x,"
+        + ";".join(f"c{k:03d} {start} {end}" for k, start, end in actions[video])
+        + f",{length}"
+        for video, length in lengths.items()
+    ]
+    csv = tmp_path / "Charades_v1_test.csv"
+    csv.write_text(header + "\n" + "\n".join(rows) + "\n")
+    stride = 0.5
+    rng = np.random.default_rng(3)
+    scores = {v: rng.uniform(size=(round(length / stride), 3)) for v, length in lengths.items()}
+    np.savez(
+        tmp_path / "s.npz",
+        classes=np.array(["Sitting down", "Opening a door", "Holding a cup"]),
+        stride=np.float64(stride),
+        **scores,
+    )
+    argv = ["frames", "--ground-truth", str(csv), "--predictions", str(tmp_path / "s.npz")]
+    status, charades, err = run([*argv, "--protocol", "charades"], capsys)
+    assert status == 0, err
+    expected = _charades_localize_map(lengths, actions, scores, stride)
+    assert charades["frame_mAP"] == pytest.approx(expected, abs=1e-12)
+    assert charades["protocol"] == "charades"
+    status, pooled, _ = run(argv, capsys)
+    assert status == 0 and abs(pooled["frame_mAP"] - charades["frame_mAP"]) > 0.01
 
 
 @pytest.mark.parametrize("problem", ["missing video", "nan", "unknown class", "no column"])
