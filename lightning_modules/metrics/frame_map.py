@@ -46,9 +46,7 @@ def average_precision(
     return ap
 
 
-def frame_map(
-    scores: np.ndarray, targets: np.ndarray, ties: Ties = "together"
-) -> dict[str, float]:
+def frame_map(scores: np.ndarray, targets: np.ndarray, ties: Ties = "together") -> dict[str, float]:
     """`frame_mAP` (classes with a positive) and `frame_mAP_all` (every class, empty ones 0)."""
     ap = average_precision(scores, targets, ties)
     present = ~np.isnan(ap)
