@@ -21,10 +21,10 @@ import numpy as np
 
 from datamodules.annotations import (
     AnnotationSet,
+    Segment,
     VideoRecord,
-    read_activitynet,
     read_activitynet_results,
-    read_charades,
+    read_annotations,
 )
 from datamodules.grid import video_steps
 from lightning_modules.metrics.accuracy import action_accuracy, topk_accuracy
@@ -48,11 +48,12 @@ def evaluate_segments(
     subset: str | None,
     tious: Sequence[float],
     zero_length: ZeroLength = "strict",
+    ground_truth_format: str | None = None,
 ) -> dict[str, Any]:
     """Detection mAP of an ActivityNet results file."""
     if len({f"{t:g}" for t in tious}) != len(tious):
         raise EvaluationError(f"--tiou names a threshold twice: {list(tious)}")
-    full = read_activitynet(ground_truth)
+    full = read_ground_truth(ground_truth, ground_truth_format)
     truth = _subset(full, subset)
     results = read_activitynet_results(predictions, classes=full.classes)
     # videos numbered as SegmentMAP numbers them, so that ties in score fall the same way
@@ -121,27 +122,39 @@ def segment_table(
 CHARADES_POINTS = 25
 """Points per video of the Charades localisation protocol (`Charades_v1_localize.m`)."""
 
-FrameProtocol = Literal["pooled", "charades"]
+FrameProtocol = Literal["pooled", "pdan", "charades"]
+
+
+def read_ground_truth(path: Path, format: str | None = None) -> AnnotationSet:
+    """Ground truth in any layout of the data layer's readers (`format`, e.g. `tsu`,
+    `multithumos`, `thumos14_txt`); by default a `.csv` is Charades' and anything else
+    ActivityNet's."""
+    if format is None:
+        format = "charades" if path.suffix == ".csv" else "activitynet"
+    return read_annotations(path, format)
 
 
 def evaluate_frames(
-    ground_truth: Path, predictions: Path, subset: str | None, protocol: FrameProtocol = "pooled"
+    ground_truth: Path,
+    predictions: Path,
+    subset: str | None,
+    protocol: FrameProtocol = "pooled",
+    ground_truth_format: str | None = None,
 ) -> dict[str, float | str]:
     """Per-frame mAP of per-video dense scores, against ActivityNet-layout JSON or a Charades CSV
     (`Charades_v1_test.csv`, its class list `Charades_v1_classes.txt` beside it).
 
-    `pooled` scores every row of every video (TSU's and MultiTHUMOS' protocol, and what
-    training logs); `charades` scores 25 instants a video, `j / 25 * duration` for j = 0..24,
-    each by the row whose step holds it, labelled by the segments with `start <= t <= end`, as
-    the Charades localisation evaluator does, so long and short videos weigh the same; its AP
-    ranks tied scores one by one in the ground truth's video order, as that evaluator's stable
-    sort does (instants that share a row tie).
+    `pooled` scores every row of every video, row i at `(i + 0.5) * stride`, positive where
+    `start <= t <= end` (what training logs). `pdan` labels rows as the TSU/MultiTHUMOS/Charades
+    loaders of Dai et al.'s PDAN code do: row i at `i * duration / T`, positive where
+    `start < t < end`. `charades` scores 25 instants a video, `j / 25 * duration` for
+    j = 0..24, each by the row whose step holds it, positive where `start <= t <= end`, as the
+    Charades localisation evaluator does, so long and short videos weigh the same. The two
+    official protocols rank tied scores one by one in the ground truth's video order (the
+    evaluators' sorts; instants that share a row tie under `charades`). Every protocol also
+    gives `frame_wAP`, the APs weighted by each class's positives (Charades' WAP).
     """
-    full = (
-        read_charades(ground_truth)
-        if ground_truth.suffix == ".csv"
-        else read_activitynet(ground_truth)
-    )
+    full = read_ground_truth(ground_truth, ground_truth_format)
     truth = _subset(full, subset)
     arrays = _load_npz(predictions)
     stride = arrays.pop("stride", None)
@@ -197,8 +210,11 @@ def evaluate_frames(
             times = np.arange(CHARADES_POINTS) / CHARADES_POINTS * record.duration  # as in .m
             rows = np.minimum((times / step_seconds).astype(np.int64), steps - 1)
             video_scores = video_scores[rows]
+        elif protocol == "pdan":
+            times = np.arange(steps) / (steps / record.duration)  # as PDAN's `fr / fps`
         else:
             times = (np.arange(steps) + 0.5) * step_seconds
+        inside = _strictly_inside if protocol == "pdan" else _inside
         positive = np.zeros(video_scores.shape, dtype=bool)
         for segment in record.segments:
             if segment.label not in column:
@@ -206,16 +222,23 @@ def evaluate_frames(
                     f"{predictions}: class {segment.label!r} has ground truth in video "
                     f"{video!r} but no column in `classes`"
                 )
-            positive[(times >= segment.start) & (times <= segment.end), column[segment.label]] = (
-                True
-            )
+            positive[inside(times, segment), column[segment.label]] = True
         scores.append(video_scores)
         targets.append(positive)
     targets_all = np.concatenate(targets)
     if not targets_all.any():
         raise EvaluationError(f"{ground_truth}: no frame lies inside any ground-truth segment")
-    ties = "in_order" if protocol == "charades" else "together"
-    return {**frame_map(np.concatenate(scores), targets_all, ties), "protocol": protocol}
+    ties = "together" if protocol == "pooled" else "in_order"
+    result = frame_map(np.concatenate(scores), targets_all, ties, weighted=True)
+    return {**result, "protocol": protocol}
+
+
+def _inside(times: np.ndarray, segment: Segment) -> np.ndarray:
+    return (times >= segment.start) & (times <= segment.end)
+
+
+def _strictly_inside(times: np.ndarray, segment: Segment) -> np.ndarray:
+    return (times > segment.start) & (times < segment.end)
 
 
 def evaluate_clips(predictions: Path) -> dict[str, dict[str, float]]:

@@ -4,17 +4,19 @@ truth. Prints one JSON object to stdout; every score is a fraction in [0, 1].
     crossdistill evaluate segments --ground-truth GT.json --predictions PRED.json
                                    [--subset NAME] [--tiou T ...] [--zero-length official]
     crossdistill evaluate frames --ground-truth GT.json --predictions SCORES.npz [--subset NAME]
-                                 [--protocol charades]
+                                 [--protocol pdan|charades] [--format tsu]
     crossdistill evaluate clips --predictions CLIPS.json
 
 Unknown videos, labels and classes, malformed segments (end before start, negative times) and
 NaN scores are errors that name the entry; the exit status is then 1.
 
-ground truth (segments, frames): the ActivityNet layout, times in seconds,
+ground truth (segments, frames): by default the ActivityNet layout, times in seconds,
   {"database": {VIDEO: {"subset", "duration", "annotations": [{"segment": [s, e], "label"}]}}}
   with the classes from "taxonomy" (or the labels used; see datamodules read_activitynet).
   --subset names the evaluated subset (any case); a file with several subsets needs it (the
-  official ActivityNet evaluator scores "validation").
+  official ActivityNet evaluator scores "validation"). --format reads another layout with the
+  data layer's reader of that name: tsu (frames at 20 fps, classes 0-50 named by Action_list
+  beside it), multithumos, thumos14_txt (the original per-class files), charades, ...
 
 segments: predictions in the ActivityNet results layout,
   {"results": {VIDEO: [{"label", "score", "segment": [s, e]}]}}
@@ -34,11 +36,13 @@ frames: ground truth as above, or a Charades CSV (Charades_v1_test.csv, with
   (i + 0.5) * duration / T. A row is positive for a class when that time lies in [start, end] of
   one of its segments. Scores must be finite. Every
   evaluated video needs scores, and every class with ground truth a column. Every row of every
-  video is scored (pooled); --protocol charades scores 25 instants a video instead, t = j / 25 *
-  duration for j = 0..24, each by the row whose step holds t (the Charades localisation
-  evaluator's protocol, Charades_v1_localize.m).
-  Prints {"frame_mAP": ..., "frame_mAP_all": ..., "protocol": ...} (classes with a positive /
-  all columns).
+  video is scored (pooled); --protocol pdan labels row i at i * duration / T with strict bounds,
+  as the TSU/MultiTHUMOS/Charades loaders of Dai et al.'s PDAN code; --protocol charades scores
+  25 instants a video instead, t = j / 25 * duration for j = 0..24, each by the row whose step
+  holds t (the Charades localisation evaluator's protocol, Charades_v1_localize.m). Under both
+  official protocols tied scores rank one by one in ground-truth order, as their sorts do.
+  Prints {"frame_mAP": ..., "frame_mAP_all": ..., "frame_wAP": ..., "protocol": ...} (classes
+  with a positive / all columns / weighted by each class's positives, Charades' WAP).
 
 clips: one JSON file with the predictions and labels of trimmed clips,
   {"scores": "logits" | "probabilities",
@@ -89,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         sub[name].add_argument("--ground-truth", type=Path, required=True, metavar="GT.json")
         sub[name].add_argument("--predictions", type=Path, required=True, metavar=metavar)
         sub[name].add_argument("--subset", help="evaluate this subset only (default: all)")
+        sub[name].add_argument(
+            "--format",
+            default=None,
+            metavar="NAME",
+            help="the ground truth's layout, a reader of the data layer (tsu, multithumos, "
+            "thumos14_txt, charades, activitynet, ...; default: charades for .csv, else "
+            "activitynet)",
+        )
     sub["segments"].add_argument(
         "--tiou",
         type=float,
@@ -106,11 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub["frames"].add_argument(
         "--protocol",
-        choices=("pooled", "charades"),
+        choices=("pooled", "pdan", "charades"),
         default="pooled",
-        help="which instants are scored: every row of every video (pooled, default; TSU, "
-        "MultiTHUMOS), or 25 a video, at j/25 of its duration (charades: the Charades "
-        "localisation evaluator's)",
+        help="which instants are scored and how they are labelled: every row at (i + 0.5) * "
+        "stride, bounds inclusive (pooled, default); every row at i * duration / T, bounds "
+        "strict (pdan: the TSU/MultiTHUMOS/Charades loaders of Dai et al.'s code); 25 a video "
+        "at j / 25 of its duration (charades: the Charades localisation evaluator's)",
     )
     sub["clips"].add_argument("--predictions", type=Path, required=True, metavar="CLIPS.json")
     return parser
@@ -128,11 +141,16 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "segments":
             result = evaluate_segments(
-                args.ground_truth, args.predictions, args.subset, args.tiou, args.zero_length
+                args.ground_truth,
+                args.predictions,
+                args.subset,
+                args.tiou,
+                args.zero_length,
+                args.format,
             )
         elif args.command == "frames":
             result = evaluate_frames(
-                args.ground_truth, args.predictions, args.subset, args.protocol
+                args.ground_truth, args.predictions, args.subset, args.protocol, args.format
             )
         else:
             result = evaluate_clips(args.predictions)

@@ -46,11 +46,20 @@ def average_precision(
     return ap
 
 
-def frame_map(scores: np.ndarray, targets: np.ndarray, ties: Ties = "together") -> dict[str, float]:
-    """`frame_mAP` (classes with a positive) and `frame_mAP_all` (every class, empty ones 0)."""
+def frame_map(
+    scores: np.ndarray, targets: np.ndarray, ties: Ties = "together", weighted: bool = False
+) -> dict[str, float]:
+    """`frame_mAP` (classes with a positive) and `frame_mAP_all` (every class, empty ones 0);
+    `weighted` adds `frame_wAP`, the APs weighted by each class's positives (the Charades
+    evaluator's WAP)."""
     ap = average_precision(scores, targets, ties)
     present = ~np.isnan(ap)
-    return {
+    result = {
         "frame_mAP": float(ap[present].mean()) if present.any() else float("nan"),
         "frame_mAP_all": float(np.where(present, ap, 0.0).mean()) if len(ap) else float("nan"),
     }
+    if weighted:
+        positives = np.asarray(targets).astype(bool).sum(0)
+        total = positives[present].sum()
+        result["frame_wAP"] = float((ap * positives)[present].sum() / total) if total else np.nan
+    return result

@@ -213,7 +213,12 @@ def test_frames_against_sklearn(ground_truth: Path, tmp_path: Path, capsys) -> N
         tmp_path / "p.npz", classes=np.array(columns), **{v: t * 1.0 for v, t in targets.items()}
     )
     status, result, _ = run([*argv[:-1], str(tmp_path / "p.npz"), "--subset", "validation"], capsys)
-    assert result == {"frame_mAP": 1.0, "frame_mAP_all": pytest.approx(2 / 3), "protocol": "pooled"}
+    assert result == {
+        "frame_mAP": 1.0,
+        "frame_mAP_all": pytest.approx(2 / 3),
+        "frame_wAP": 1.0,
+        "protocol": "pooled",
+    }
 
 
 def test_frames_against_a_charades_csv(tmp_path: Path, capsys) -> None:
@@ -239,7 +244,9 @@ def test_frames_against_a_charades_csv(tmp_path: Path, capsys) -> None:
     argv = ["frames", "--ground-truth", str(csv), "--predictions", str(tmp_path / "perfect.npz")]
     status, result, err = run(argv, capsys)
     assert status == 0, err
-    assert result == {"frame_mAP": 1.0, "frame_mAP_all": 1.0, "protocol": "pooled"}
+    assert result == {
+        "frame_mAP": 1.0, "frame_mAP_all": 1.0, "frame_wAP": 1.0, "protocol": "pooled"
+    }  # fmt: skip
     flipped = {video: 1 - y for video, y in truth.items()}
     np.savez(tmp_path / "flipped.npz", classes=classes, **flipped)
     status, result, _ = run([*argv[:-1], str(tmp_path / "flipped.npz")], capsys)
@@ -253,11 +260,12 @@ def _charades_localize_map(
     actions: dict[str, list],
     scores: dict[str, np.ndarray],
     stride: float,
-) -> float:
+) -> tuple[float, float]:
     """A transcription of the Charades localisation evaluator (`Charades_v1_localize.m`): 25
     instants a video at (j - 1) / 25 * length, labels where start <= t <= end, the submission's
     score of the frame holding the instant, and THUMOS' per-class AP (sum of the precisions at
-    the positives of the score-sorted list, over the positives), averaged over classes."""
+    the positives of the score-sorted list, over the positives); its MAP (the mean over classes)
+    and WAP (weighted by each class's positives)."""
     labels, conf = [], []
     for video, length in lengths.items():
         for j in range(1, 26):
@@ -275,7 +283,58 @@ def _charades_localize_map(
         hits = labels[order, k] == 1
         precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
         aps.append(precision[hits].sum() / hits.sum())
-    return float(np.mean(aps))
+    positives = labels.sum(0)
+    return float(np.mean(aps)), float(np.sum(np.array(aps) * positives) / positives.sum())
+
+
+def _pdan_map(truth: dict, scores: dict[str, np.ndarray]) -> float:
+    """A transcription of Dai et al.'s PDAN evaluation on TSU: row `fr` of a video of `T` rows
+    is labelled with the actions where `start < fr / fps < end`, `fps = T / duration` (frames,
+    as in the TSU file); per class, the precisions at the positives of the score-sorted rows,
+    summed, over the positives (the APMeter); the mean over classes whose AP is not zero."""
+    labels, conf = [], []
+    for video, entry in truth.items():
+        rows = len(scores[video])
+        fps = rows / entry["duration"]
+        label = np.zeros((rows, 51))
+        for k, start, end in entry["actions"]:
+            for fr in range(rows):
+                if start < fr / fps < end:
+                    label[fr, k] = 1
+        labels.append(label)
+        conf.append(scores[video])
+    labels, conf = np.concatenate(labels), np.concatenate(conf)
+    aps = []
+    for k in range(51):
+        order = np.argsort(-conf[:, k], kind="stable")
+        hits = labels[order, k] == 1
+        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(precision[hits].sum() / max(hits.sum(), 1))
+    aps = np.array(aps)
+    return float(aps[aps != 0].mean())
+
+
+def test_frames_pdan_protocol_on_tsus_own_file(realdata: Path, tmp_path: Path, capsys) -> None:
+    """TSU's JSON read natively (`--format tsu`: frames, classes 0-50 named by Action_list) and
+    rows labelled as PDAN's loader labels them (`--protocol pdan`): equal to a transcription of
+    Dai et al.'s evaluation on random scores, and unlike the pooled protocol."""
+    full = json.loads((realdata / "tsu" / "smarthome_CS_51.json").read_text())
+    videos = sorted(v for v, e in full.items() if e["subset"] == "testing")[:3]
+    truth = {v: full[v] for v in videos}
+    (tmp_path / "tsu.json").write_text(json.dumps(truth))
+    (tmp_path / "Action_list").write_text((realdata / "tsu" / "Action_list").read_text())
+    names = [line.split("\t")[1] for line in (tmp_path / "Action_list").read_text().splitlines()]
+    rng = np.random.default_rng(5)
+    # one row per 16 frames, as TSU's I3D features
+    scores = {v: rng.uniform(size=(int(truth[v]["duration"]) // 16, 51)) for v in videos}
+    np.savez(tmp_path / "s.npz", classes=np.array(names), **scores)
+    argv = ["frames", "--ground-truth", str(tmp_path / "tsu.json"), "--format", "tsu"]
+    argv += ["--predictions", str(tmp_path / "s.npz")]
+    status, pdan, err = run([*argv, "--protocol", "pdan"], capsys)
+    assert status == 0, err
+    assert pdan["frame_mAP"] == pytest.approx(_pdan_map(truth, scores), abs=1e-12)
+    status, pooled, _ = run(argv, capsys)
+    assert status == 0 and pooled["frame_mAP"] != pdan["frame_mAP"]
 
 
 def test_frames_charades_protocol_scores_25_instants_a_video(tmp_path: Path, capsys) -> None:
@@ -313,9 +372,10 @@ def test_frames_charades_protocol_scores_25_instants_a_video(tmp_path: Path, cap
     argv = ["frames", "--ground-truth", str(csv), "--predictions", str(tmp_path / "s.npz")]
     status, charades, err = run([*argv, "--protocol", "charades"], capsys)
     assert status == 0, err
-    expected = _charades_localize_map(lengths, actions, scores, stride)
+    expected, expected_weighted = _charades_localize_map(lengths, actions, scores, stride)
     assert charades["frame_mAP"] == pytest.approx(expected, abs=1e-12)
     assert charades["protocol"] == "charades"
+    assert charades["frame_wAP"] == pytest.approx(expected_weighted, abs=1e-12)
     status, pooled, _ = run(argv, capsys)
     assert status == 0 and abs(pooled["frame_mAP"] - charades["frame_mAP"]) > 0.01
 
