@@ -4,8 +4,9 @@ results and test predictions, scoring derived rows, and the plots.
 A table run by `crossdistill reproduce` leaves, under its output folder `OUT`:
 `results.json` (schema in `lightning_modules/reproduce/results.py`), and per row and seed a run
 directory `OUT/runs/<row>-seed<N>/` whose `test/predictions/` holds the test predictions
-(`frames.npz`, `segments.json` or `clips.json`, see `lightning_modules/predictions.py`). On the
-synthetic benchmark the ground truth is `OUT/data/synthetic/annotations/activitynet.json`.
+(`frames.npz`, `segments.json` or `clips.json`, see `lightning_modules/predictions.py`). The
+ground truth is the synthetic benchmark's under `OUT/data/synthetic/`, or the annotations of the
+data config the table ran on (`reproduce --data`; `test_annotations`).
 Everything here reads those files and scores them with the project's own metrics, so a number
 in a plot is the number `crossdistill evaluate` would print.
 
@@ -27,8 +28,8 @@ import torch
 
 from datamodules.annotations import AnnotationSet, read_activitynet, read_activitynet_results
 from lightning_modules.distillation import ensemble_logits
-from lightning_modules.evaluate import evaluate_clips, evaluate_frames, segment_table
-from lightning_modules.metrics.frame_map import average_precision
+from lightning_modules.evaluate import evaluate_clips, segment_table
+from lightning_modules.metrics.frame_map import average_precision, frame_map
 from lightning_modules.metrics.segment_map import segment_average_precision
 from lightning_modules.reproduce.recipe import CONFIGS_ROOT, Recipe
 from lightning_modules.reproduce.results import main_metric
@@ -39,12 +40,13 @@ PREDICTION_FILES = {"dense": "frames.npz", "segments": "segments.json", "clips":
 
 
 # ------------------------------------------------------------------------- running a table
-def reproduce(table: str, out: Path, smoke: bool, data: str = "synthetic") -> dict:
+def reproduce(table: str, out: Path, smoke: bool, data: str = "synthetic", rows: str = "") -> dict:
     """Run `crossdistill reproduce` in this process (finished rows are skipped, interrupted ones
-    resumed) and return the table's `results.json`."""
+    resumed) and return the table's `results.json`; `rows` is `--rows` (empty: every row)."""
     from lightning_modules.commands.reproduce import main
 
     argv = [table, "--out", str(out), "--data", data, *(["--smoke"] if smoke else [])]
+    argv += ["--rows", rows] if rows else []
     status = main(argv)
     if status != 0:
         raise RuntimeError(f"crossdistill reproduce {' '.join(argv)} exited with {status}")
@@ -147,8 +149,32 @@ def predictions_path(out: Path, row: str, seed: int, task: str) -> Path:
     )
 
 
-def test_annotations(ground_truth: Path, subset: str = TEST_SUBSET) -> AnnotationSet:
-    return read_activitynet(ground_truth).subset(subset)
+def test_annotations(out: Path, data: str = "synthetic", subset: str = "") -> AnnotationSet:
+    """The videos a table was tested on: the synthetic benchmark's under `out`, or those of the
+    data config it ran on (`reproduce --data`), in the config's `test_subset` unless `subset`
+    names another."""
+    if data == "synthetic":
+        truth = read_activitynet(
+            Path(out) / "data" / "synthetic" / "annotations" / "activitynet.json"
+        )
+        return truth.subset(subset or TEST_SUBSET)
+    from lightning_modules.commands.data_check import data_config_parser
+
+    parser = data_config_parser("notebook", "")
+    datamodule = parser.instantiate(parser.parse_args(["--config", data])).data
+    return datamodule.annotation_set.subset(subset or str(datamodule.subsets["test"]))
+
+
+def present(results: Mapping[str, Any], rows: Any) -> Any:
+    """The rows of `rows` (a list, or a `{row: label}` dict) that the table ran (`--data` leaves
+    out the rows on the synthetic frames, `--rows` the others); says which are left out."""
+    ran = {row["row"] for row in results["rows"]}
+    missing = [row for row in rows if row not in ran]
+    if missing:
+        print(f"not in this table, left out: {', '.join(missing)}")
+    if isinstance(rows, Mapping):
+        return {row: label for row, label in rows.items() if row in ran}
+    return [row for row in rows if row in ran]
 
 
 def read_frames(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -172,12 +198,19 @@ def frame_targets(record: Any, classes: Sequence[str], steps: int) -> np.ndarray
     return targets
 
 
+def _pooled_frames(
+    classes: Sequence[str], videos: Mapping[str, np.ndarray], truth: AnnotationSet
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and targets of every row of the test videos, pooled (`evaluate frames`' rule)."""
+    scores = [videos[v] for v in truth.records]
+    targets = [frame_targets(r, classes, len(videos[v])) for v, r in truth.records.items()]
+    return np.concatenate(scores), np.concatenate(targets)
+
+
 def frame_class_ap(path: Path, truth: AnnotationSet) -> tuple[list[str], np.ndarray]:
     """Per-class per-frame AP (`frame_mAP`'s terms; NaN without positives) of a frames.npz."""
     classes, videos = read_frames(path)
-    scores = [videos[v] for v in truth.records]
-    targets = [frame_targets(r, classes, len(videos[v])) for v, r in truth.records.items()]
-    return classes, average_precision(np.concatenate(scores), np.concatenate(targets))
+    return classes, average_precision(*_pooled_frames(classes, videos, truth))
 
 
 def segment_class_ap(
@@ -238,11 +271,43 @@ def class_ap(out: Path, row: str, seed: int, task: str, truth: AnnotationSet | N
 
 
 # ----------------------------------------------------------------------------- derived rows
+def late_fusion_rows(
+    out: Path, results: Mapping[str, Any], rows: Sequence[str], truth: AnnotationSet
+) -> list[dict]:
+    """The two-stream late fusion of `rows` as a derived table row, or none when the table did
+    not run all of them."""
+    if len(present(results, rows)) < len(rows):
+        return []
+    per_seed = late_fusion(out, rows, truth, seeds_of(results, rows[0]))
+    label = "Late fusion " + " + ".join(rows)
+    return [summary_row("late_fusion", label, list(rows), per_seed)]
+
+
+def ensemble_rows(
+    out: Path, results: Mapping[str, Any], teachers: Sequence[str], weightings: Sequence[str]
+) -> list[dict]:
+    """The multimodal teacher (ensemble of `teachers`) per weighting as derived table rows, or
+    none when the table did not run every teacher."""
+    if len(present(results, teachers)) < len(teachers):
+        return []
+    seeds = seeds_of(results, teachers[0])
+    return [
+        summary_row(
+            f"ensemble_{w}",
+            f"Multimodal teacher ({w.replace('_', '-')})",
+            list(teachers),
+            ensemble_clips(out, teachers, seeds, w),
+        )
+        for w in weightings
+    ]
+
+
 def late_fusion(
-    out: Path, rows: Sequence[str], ground_truth: Path, seeds: int, subset: str = TEST_SUBSET
+    out: Path, rows: Sequence[str], truth: AnnotationSet, seeds: int
 ) -> list[dict[str, float]]:
     """Per seed, the frame mAP of the average of the rows' per-frame sigmoid scores (two-stream
-    late fusion), scored by `crossdistill evaluate`'s `evaluate_frames`."""
+    late fusion) on the test videos, by `crossdistill evaluate frames`' pooled rule (the fused
+    scores are kept in `OUT/derived/`, for `evaluate frames`)."""
     per_seed = []
     for seed in range(seeds):
         read = [read_frames(predictions_path(out, row, seed, "dense")) for row in rows]
@@ -253,7 +318,7 @@ def late_fusion(
         path = Path(out) / "derived" / f"late_fusion-{'+'.join(rows)}-seed{seed}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, classes=np.array(classes), **fused)
-        per_seed.append(evaluate_frames(ground_truth, path, subset))
+        per_seed.append(frame_map(*_pooled_frames(classes, fused, truth)))
     return per_seed
 
 
@@ -308,8 +373,10 @@ def plot_class_ap(
     truth: AnnotationSet | None,
     seed: int = 0,
     title: str = "",
-) -> plt.Figure:
+) -> plt.Figure | None:
     """Grouped bars: per-class AP (in %) of each row (`{row name: legend label}`), one seed."""
+    if not rows:  # none of them in this table
+        return None
     per_row = {label: class_ap(out, row, seed, task, truth) for row, label in rows.items()}
     classes = next(iter(per_row.values()))[0]
     width = 0.8 / len(per_row)
@@ -340,8 +407,10 @@ def plot_frame_timeline(
     truth: AnnotationSet,
     video: str | None = None,
     seed: int = 0,
-) -> plt.Figure:
+) -> plt.Figure | None:
     """Dense: one test video's per-frame scores of each row under its ground truth."""
+    if not rows:  # none of them in this table
+        return None
     video = video or next(iter(truth.records))
     read = {
         label: read_frames(predictions_path(out, row, seed, "dense")) for row, label in rows.items()
@@ -375,9 +444,11 @@ def plot_segment_timeline(
     video: str | None = None,
     seed: int = 0,
     top: int = 10,
-) -> plt.Figure:
+) -> plt.Figure | None:
     """Segments: one test video's true segments and each row's `top` highest-scoring
     predictions (opacity = score relative to the row's best), one line per class."""
+    if not rows:  # none of them in this table
+        return None
     video = video or next(iter(truth.records))
     classes = list(truth.classes)
     panels = [
@@ -431,8 +502,10 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict[s
 
 def plot_reliability(
     out: Path, rows: Mapping[str, str], seed: int = 0, bins: int = 15
-) -> plt.Figure:
+) -> plt.Figure | None:
     """Clips: reliability diagrams (accuracy against confidence per bin) of each row."""
+    if not rows:  # none of them in this table
+        return None
     figure, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.3), squeeze=False)
     for axis, (row, label) in zip(axes[0], rows.items(), strict=True):
         _, _, probs, labels = read_clips(predictions_path(out, row, seed, "clips"))
@@ -451,8 +524,10 @@ def plot_reliability(
 
 def plot_clip_confidence(
     out: Path, rows: Mapping[str, str], seed: int = 0, clips: int = 4
-) -> plt.Figure:
+) -> plt.Figure | None:
     """Clips: each row's class probabilities for the first few test clips (true class in red)."""
+    if not rows:  # none of them in this table
+        return None
     read = {
         label: read_clips(predictions_path(out, row, seed, "clips")) for row, label in rows.items()
     }
@@ -480,11 +555,13 @@ def plot_rows(
     baseline: str | None = None,
     title: str = "",
     extra: Sequence[Mapping] = (),
-) -> plt.Figure:
+) -> plt.Figure | None:
     """Bars of chosen rows (mean ± std over seeds, in %), one panel per metric (default the
     main metric), with the `baseline` row's mean as a dashed line: the ablations of a table."""
     by_name = {row["row"]: row for row in [*results["rows"], *extra]}
-    chosen = [by_name[r] for r in rows]
+    chosen = [by_name[r] for r in present({"rows": [*results["rows"], *extra]}, rows)]
+    if not chosen:
+        return None
     metrics = list(metrics or [main_metric(chosen[0])])
     figure, axes = plt.subplots(
         1, len(metrics), figsize=(4.5 * len(metrics), 0.42 * len(rows) + 1.4), squeeze=False
@@ -493,7 +570,7 @@ def plot_rows(
         means = [100 * r["metrics"][metric]["mean"] for r in chosen]
         stds = [100 * r["metrics"][metric]["std"] for r in chosen]
         axis.barh(range(len(chosen)), means, xerr=stds, color="tab:blue")
-        if baseline is not None:
+        if baseline in by_name:
             axis.axvline(
                 100 * by_name[baseline]["metrics"][metric]["mean"],
                 color="k",
@@ -515,7 +592,7 @@ def plot_tiou_curve(
     """Segments: detection mAP (mean over seeds, in %) against the tIoU threshold, per row."""
     by_name = {row["row"]: row for row in results["rows"]}
     figure, axis = plt.subplots(figsize=(5.5, 3.4))
-    for row in rows:
+    for row in present(results, rows):
         metrics = by_name[row]["metrics"]
         tious = sorted(float(m.split("@")[1]) for m in metrics if m.startswith("mAP@"))
         means = [100 * metrics[f"mAP@{t:g}"]["mean"] for t in tious]

@@ -32,10 +32,12 @@ from lightning_modules.metrics.calibration import expected_calibration_error
 from lightning_modules.metrics.frame_map import frame_map
 from lightning_modules.metrics.sample_ids import sample_order
 from lightning_modules.metrics.segment_map import (
-    ZeroLength,
     segment_average_precision,
     summarize,
 )
+
+Conventions = Literal["strict", "official"]
+"""How `evaluate segments` treats what the official evaluators score and we refuse by default."""
 
 
 class EvaluationError(ValueError):
@@ -47,26 +49,45 @@ def evaluate_segments(
     predictions: Path,
     subset: str | None,
     tious: Sequence[float],
-    zero_length: ZeroLength = "strict",
+    conventions: Conventions = "strict",
     ground_truth_format: str | None = None,
 ) -> dict[str, Any]:
-    """Detection mAP of an ActivityNet results file."""
+    """Detection mAP of an ActivityNet results file.
+
+    `strict` refuses predictions of videos outside the evaluated ground truth and segments that
+    end before they start or start before 0, and matches two zero-length segments only where
+    they coincide. `official` scores as the official ActivityNet evaluator (and ActionFormer's,
+    which follows it) does: such predictions are false positives at their rank, negative starts
+    are kept, and a zero-length prediction takes a zero-length ground-truth segment of its class
+    anywhere in the video (their 0/0 = NaN). Not reproduced: the same 0/0 also makes an
+    inverted prediction exactly as long as a ground-truth segment a hit there.
+    """
     if len({f"{t:g}" for t in tious}) != len(tious):
         raise EvaluationError(f"--tiou names a threshold twice: {list(tious)}")
+    official = conventions == "official"
     full = read_ground_truth(ground_truth, ground_truth_format)
     truth = _subset(full, subset)
-    results = read_activitynet_results(predictions, classes=full.classes)
+    results = read_activitynet_results(
+        predictions, full.classes, f"the classes of {ground_truth}", check_spans=not official
+    )
     # videos numbered as SegmentMAP numbers them, so that ties in score fall the same way
     video_index = dict(zip(truth.records, sample_order(list(truth.records)).tolist(), strict=True))
     class_index = {name: i for i, name in enumerate(full.classes)}
-    for video in results.records:  # the readers reject ends before starts, negative starts
-        _check_video(video, truth, full, subset, predictions)
+    for video in results.records:
+        if official:  # a video without ground truth here: its predictions are false positives
+            video_index.setdefault(video, len(video_index))
+        else:
+            _check_video(video, truth, full, subset, predictions)
 
     gt = segment_table(truth.records.values(), video_index, class_index)
     if not len(gt["label"]):
         raise EvaluationError(f"{ground_truth}: no ground-truth segments to score against")
     _refuse_labels_of_other_subsets(full, truth, results, predictions)
     pred = segment_table(results.records.values(), video_index, class_index)
+    inverted = pred["segments"][:, 1] < pred["segments"][:, 0]
+    if inverted.any():  # the official tIoU of a segment ending before its start is <= 0
+        pred["video"][inverted] = len(video_index)  # a video without ground truth: FPs
+        pred["segments"][inverted] = pred["segments"][inverted][:, ::-1]
     ap = segment_average_precision(
         pred_video=pred["video"],
         pred_label=pred["label"],
@@ -77,9 +98,9 @@ def evaluate_segments(
         gt_segments=gt["segments"],
         num_classes=len(full.classes),
         tious=tious,
-        zero_length=zero_length,
+        zero_length="official" if official else "strict",
     )
-    return {**summarize(ap, tious), "conventions": {"zero_length": zero_length}}
+    return {**summarize(ap, tious), "conventions": conventions}
 
 
 def _refuse_labels_of_other_subsets(

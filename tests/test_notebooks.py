@@ -17,6 +17,7 @@ import pytest
 
 from lightning_modules.reproduce.recipe import load_recipe
 from lightning_modules.reproduce.results import main_metric
+from tests.conftest import REPO_ROOT
 from tests.test_reproduce import RESULT_KEYS
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -53,15 +54,20 @@ def test_notebook_is_stored_clean_and_takes_the_smoke_switch(name: str) -> None:
     assert all(not cell.outputs and cell.execution_count is None for cell in code)
     first = code[0].source
     assert 'os.environ.get("CROSSDISTILL_SMOKE", "0") == "1"' in first
-    assert f'TABLE = "{NOTEBOOKS[name][0]}"' in first
-    assert "CROSSDISTILL_OUT" in first
+    assert f'os.environ.get("CROSSDISTILL_TABLE", "{NOTEBOOKS[name][0]}")' in first
+    for parameter in ("DATA", "ROWS", "SUBSET", "OUT"):
+        assert f'os.environ.get("CROSSDISTILL_{parameter}"' in first, parameter
 
 
-def _check_results(results: dict, table: str) -> None:
+def _check_results(
+    results: dict, table: str, data: str = "synthetic", rows: list[str] | None = None
+) -> None:
     """`results.json` as `lightning_modules/reproduce/results.py` describes it."""
     recipe = load_recipe(table, smoke=True)
+    if rows is not None:
+        recipe = recipe.only(rows)
     assert set(results) == TABLE_KEYS
-    assert results["table"] == table and results["data"] == "synthetic"
+    assert results["table"] == table and results["data"] == data
     assert results["seeds"] == recipe.seeds == 1
     assert [row["row"] for row in results["rows"]] == [row.name for row in recipe.rows]
     for row, spec in zip(results["rows"], recipe.rows, strict=True):
@@ -112,3 +118,43 @@ def test_notebook_runs_its_table_in_smoke_mode(
     ]
     assert len(images) >= len(plots)
     assert not (tmp_path / "outputs").exists()  # everything went to CROSSDISTILL_OUT
+
+
+@pytest.mark.slow
+def test_notebook_takes_its_data_rows_and_subset_as_parameters(
+    bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Dai et al. notebook on a data config of one's own features (`reproduce --data`), a
+    few rows and the data's own test subset: the table, the late fusion and the plots of the
+    rows it ran, and a note for the rows it did not."""
+    import yaml
+    from nbclient import NotebookClient
+
+    from tests.data_helpers import with_random_features
+
+    root = with_random_features(bench, tmp_path / "features")
+    config = yaml.safe_load((REPO_ROOT / "configs/data/synthetic_features.yaml").read_text())
+    config["data"]["init_args"]["root"] = str(root)
+    data = tmp_path / "features.yaml"
+    data.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    environment = {
+        "SMOKE": "1", "OUT": str(out), "DATA": str(data), "ROWS": "rgb,flow,dai_flow_pose",
+        "SUBSET": "testing",
+    }  # fmt: skip
+    for key, value in environment.items():
+        monkeypatch.setenv(f"CROSSDISTILL_{key}", value)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    notebook = _read("dai21_augmented_rgb")
+    NotebookClient(notebook, timeout=900, kernel_name="python3").execute()
+
+    rows = ["rgb", "flow", "pose", "dai_flow_pose"]  # pose: a teacher of dai_flow_pose
+    _check_results(json.loads((out / "results.json").read_text()), "dai21_dense", str(data), rows)
+    for plot in ("class_ap", "timeline", "losses", "baselines"):
+        assert (out / "plots" / f"{plot}.png").stat().st_size > 1000, plot
+    assert not (out / "plots" / "frames.png").exists()  # no row on the frames ran
+    assert (out / "derived" / "late_fusion-rgb+flow-seed0.npz").is_file()
+    printed = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
+    assert "not in this table, left out: rgb_frames" in printed

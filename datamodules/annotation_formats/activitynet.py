@@ -45,8 +45,8 @@ def read_activitynet(path: str | Path) -> AnnotationSet:
         raise annotation_error(
             path,
             'no top-level "database" object',
-            'give a file laid out as {"database": {video_id: {...}}}; prediction files are read by '
-            "read_activitynet_results",
+            'give a file laid out as {"database": {video_id: {...}}} (a file of {"results": ...} '
+            "holds predictions: pass it as `crossdistill evaluate --predictions`)",
         )
     label_ids: set[tuple[str, int | None]] = set()
     records = {
@@ -58,13 +58,18 @@ def read_activitynet(path: str | Path) -> AnnotationSet:
 
 
 def read_activitynet_results(
-    path: str | Path, classes: Sequence[str] | None = None
+    path: str | Path,
+    classes: Sequence[str] | None = None,
+    classes_from: str = "the ground truth's classes",
+    check_spans: bool = True,
 ) -> AnnotationSet:
     """Read predictions in the ActivityNet results format `{"results": {video: [{label, score,
     segment}]}}`, as scored segments, so predictions written by any tool can be evaluated again.
 
     The format has no subsets or durations: every record is in subset `results`, duration None.
-    Pass the ground truth's `classes` to make a predicted label outside them an error.
+    Pass the ground truth's `classes` (described by `classes_from` in errors) to make a predicted
+    label outside them an error. `check_spans=False` keeps segments that end before they start
+    or start before 0, which the official evaluators score (as false positives, mostly).
     """
     path = Path(path)
     data = load_json(path, "ActivityNet results file", "check the path of the predictions")
@@ -73,18 +78,20 @@ def read_activitynet_results(
         raise annotation_error(
             path,
             'no top-level "results" object',
-            'give a file laid out as {"results": {video_id: [...]}}; annotation files are read by '
-            "read_activitynet",
+            'give a file laid out as {"results": {video_id: [...]}} (a file of {"database": ...} '
+            "holds ground truth: pass it as `crossdistill evaluate --ground-truth`)",
         )
     records = {
-        str(vid): VideoRecord(str(vid), "results", None, _predictions(path, str(vid), predictions))
+        str(vid): VideoRecord(
+            str(vid), "results", None, _predictions(path, str(vid), predictions, check_spans)
+        )
         for vid, predictions in results.items()
     }
     if classes is None:
         used = {s.label for record in records.values() for s in record.segments}
         vocabulary = Vocabulary(sorted(used), f"the labels used in {path.name}")
     else:
-        vocabulary = Vocabulary(classes, "the classes given to read_activitynet_results")
+        vocabulary = Vocabulary(classes, classes_from)
     vocabulary.check_records(path, records.values())
     return AnnotationSet(vocabulary.names, records, path)
 
@@ -119,9 +126,11 @@ def _record(
     )
 
 
-def _segment(path: Path, vid: str, annotation: Any, scored: bool = False) -> Segment:
-    """A `{"segment": [start, end], "label": ...}` object as a Segment, bounds checked; with
-    `scored`, its `"score"` too (a prediction)."""
+def _segment(
+    path: Path, vid: str, annotation: Any, scored: bool = False, checked: bool = True
+) -> Segment:
+    """A `{"segment": [start, end], "label": ...}` object as a Segment, bounds checked (unless
+    not `checked`); with `scored`, its `"score"` too (a prediction)."""
     bounds = annotation.get("segment") if isinstance(annotation, dict) else None
     label = annotation.get("label") if isinstance(annotation, dict) else None
     if not isinstance(bounds, list) or len(bounds) != 2 or not isinstance(label, str):
@@ -133,17 +142,20 @@ def _segment(path: Path, vid: str, annotation: Any, scored: bool = False) -> Seg
         )
     start = number(bounds[0], path, "segment start", video=vid)
     end = number(bounds[1], path, "segment end", video=vid)
-    check_span(start, end, "s", path, video=vid)
+    if checked:
+        check_span(start, end, "s", path, video=vid)
     score = number(annotation.get("score"), path, "score", video=vid) if scored else None
     return Segment(label, start, end, score=score)
 
 
-def _predictions(path: Path, vid: str, predictions: Any) -> tuple[Segment, ...]:
+def _predictions(
+    path: Path, vid: str, predictions: Any, check_spans: bool = True
+) -> tuple[Segment, ...]:
     if not isinstance(predictions, list):
         raise annotation_error(
             path, "predictions are not a list", "give each video a list of predictions", video=vid
         )
-    return sorted_segments(_segment(path, vid, p, scored=True) for p in predictions)
+    return sorted_segments(_segment(path, vid, p, True, check_spans) for p in predictions)
 
 
 def _vocabulary(path: Path, data: dict, label_ids: set[tuple[str, int | None]]) -> Vocabulary:

@@ -2,13 +2,14 @@
 truth. Prints one JSON object to stdout; every score is a fraction in [0, 1].
 
     crossdistill evaluate segments --ground-truth GT.json --predictions PRED.json
-                                   [--subset NAME] [--tiou T ...] [--zero-length official]
+                                   [--subset NAME] [--tiou T ...] [--official]
     crossdistill evaluate frames --ground-truth GT.json --predictions SCORES.npz [--subset NAME]
                                  [--protocol pdan|charades] [--format tsu]
     crossdistill evaluate clips --predictions CLIPS.json
 
 Unknown videos, labels and classes, malformed segments (end before start, negative times) and
-NaN scores are errors that name the entry; the exit status is then 1.
+NaN scores are errors that name the entry (the exit status is then 1); `segments --official`
+scores unknown videos and malformed segments as the official evaluator does instead.
 
 ground truth (segments, frames): by default the ActivityNet layout, times in seconds,
   {"database": {VIDEO: {"subset", "duration", "annotations": [{"segment": [s, e], "label"}]}}}
@@ -22,10 +23,13 @@ segments: predictions in the ActivityNet results layout,
   {"results": {VIDEO: [{"label", "score", "segment": [s, e]}]}}
   Detection mAP at each tIoU threshold (default ActivityNet's 0.5:0.05:0.95; THUMOS14 uses
   0.3 0.4 0.5 0.6 0.7); see lightning_modules/metrics/segment_map.py. Evaluated videos without
-  predictions count as missed. Two zero-length segments match only where they coincide (tIoU 1);
-  --zero-length official takes the official evaluators' rule instead (their 0/0 = NaN: a
+  predictions count as missed. Predictions of videos outside the evaluated ground truth and
+  segments that end before they start or start before 0 are errors; two zero-length segments
+  match only where they coincide (tIoU 1). --official scores as the official evaluators do
+  instead: those predictions are false positives at their rank, negative starts are kept, and a
   zero-length prediction matches a zero-length ground-truth segment of its class anywhere in the
-  video). Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ..., "conventions": {...}}.
+  video (their 0/0 = NaN). Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ...,
+  "conventions": "strict" | "official"}.
 
 frames: ground truth as above, or a Charades CSV (Charades_v1_test.csv, with
   Charades_v1_classes.txt beside it; its subset is the file's, e.g. `test`). Predictions: an npz
@@ -110,11 +114,15 @@ def _parser() -> argparse.ArgumentParser:
         help="tIoU thresholds (default: 0.5 0.55 ... 0.95)",
     )
     sub["segments"].add_argument(
-        "--zero-length",
-        choices=("strict", "official"),
+        "--official",
+        action="store_const",
+        const="official",
         default="strict",
-        help="how two zero-length segments match: where they coincide (strict, default), or "
-        "anywhere in the video, as the official evaluators' 0/0 = NaN does (official)",
+        dest="conventions",
+        help="score as the official ActivityNet evaluator does: predictions of videos outside "
+        "the evaluated ground truth and segments ending before they start are false positives "
+        "(default: refused), and a zero-length prediction matches a zero-length ground-truth "
+        "segment anywhere in the video (default: where they coincide)",
     )
     sub["frames"].add_argument(
         "--protocol",
@@ -145,7 +153,7 @@ def main(argv: list[str]) -> int:
                 args.predictions,
                 args.subset,
                 args.tiou,
-                args.zero_length,
+                args.conventions,
                 args.format,
             )
         elif args.command == "frames":

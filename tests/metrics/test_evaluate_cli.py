@@ -104,7 +104,7 @@ def test_segments_perfect_and_shifted(ground_truth: Path, tmp_path: Path, capsys
     assert result == {
         "mAP": {"0.5": 1.0, "0.8": 1.0, "0.85": 0.75},
         "average_mAP": pytest.approx(11 / 12),
-        "conventions": {"zero_length": "strict"},
+        "conventions": "strict",
     }
 
 
@@ -523,9 +523,9 @@ def test_official_sample_submission_scores_one(realdata: Path, capsys) -> None:
 
 
 def test_zero_length_official_switch(tmp_path: Path, capsys) -> None:
-    """--zero-length official: a zero-length prediction takes a zero-length ground-truth segment
-    of its class anywhere in the video, as the official evaluators' 0/0 = NaN does; the JSON
-    names the convention used."""
+    """--official: a zero-length prediction takes a zero-length ground-truth segment of its
+    class anywhere in the video, as the official evaluators' 0/0 = NaN does; the JSON names the
+    conventions used."""
     database = {
         "v": {
             "subset": "validation",
@@ -542,10 +542,89 @@ def test_zero_length_official_switch(tmp_path: Path, capsys) -> None:
         {"label": "jump", "score": 0.8, "segment": [10, 20]}]}})  # fmt: skip
     status, strict, _ = run(segments_argv(gt, pred), capsys)
     assert status == 0 and strict["average_mAP"] == pytest.approx(0.25)
-    assert strict["conventions"] == {"zero_length": "strict"}
-    status, official, _ = run(segments_argv(gt, pred, "--zero-length", "official"), capsys)
+    assert strict["conventions"] == "strict"
+    status, official, _ = run(segments_argv(gt, pred, "--official"), capsys)
     assert status == 0 and official["average_mAP"] == pytest.approx(1.0)
-    assert official["conventions"] == {"zero_length": "official"}
+    assert official["conventions"] == "official"
+
+
+def _official_ap(predictions: list[tuple], truth: list[tuple], tiou: float) -> float:
+    """A transcription of the official ActivityNet evaluator's AP for one class and threshold:
+    predictions `(video, start, end, score)` by descending score; one whose video has no ground
+    truth is a false positive; otherwise the unmatched ground-truth segment of highest tIoU
+    (intersection clipped at 0, over the sum of lengths minus it) is taken when tIoU >= the
+    threshold, else a false positive; AP is the interpolated area under the precision-recall
+    curve, over the ground-truth count."""
+    order = sorted(range(len(predictions)), key=lambda i: -predictions[i][3])
+    taken: set[int] = set()
+    tp, fp = [], []
+    for i in order:
+        video, start, end, _ = predictions[i]
+        candidates = [j for j, g in enumerate(truth) if g[0] == video]
+        hit = False
+        ious = []
+        for j in candidates:
+            _, g0, g1 = truth[j]
+            inter = max(0.0, min(end, g1) - max(start, g0))
+            union = (end - start) + (g1 - g0) - inter
+            ious.append((inter / union if union != 0 else float("nan"), j))
+        for iou, j in sorted(ious, key=lambda x: -x[0]):
+            if iou < tiou:
+                break
+            if j in taken:
+                continue
+            taken.add(j)
+            hit = True
+            break
+        tp.append(hit)
+        fp.append(not hit)
+    tp_c, fp_c = np.cumsum(tp), np.cumsum(fp)
+    recall = tp_c / len(truth)
+    precision = tp_c / (tp_c + fp_c)
+    mprec = np.hstack([[0], precision, [0]])
+    mrec = np.hstack([[0], recall, [1]])
+    for i in range(len(mprec) - 1)[::-1]:
+        mprec[i] = max(mprec[i], mprec[i + 1])
+    idx = np.where(mrec[1::] != mrec[0:-1])[0] + 1
+    return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
+
+
+def test_official_scores_unknown_videos_and_malformed_segments_as_the_official_tool(
+    tmp_path: Path, capsys
+) -> None:
+    """Predictions of a video of another subset, of a video the ground truth lacks, segments
+    ending before they start and starting before 0: refused by default (the entry named), and under
+    --official scored as a transcription of the official evaluator scores them."""
+    database = {
+        "a": {"subset": "validation", "duration": 60.0, "annotations": [
+            {"segment": [5, 15], "label": "jump"}, {"segment": [30, 42], "label": "jump"}]},
+        "b": {"subset": "validation", "duration": 50.0, "annotations": [
+            {"segment": [0, 8], "label": "jump"}]},
+        "c": {"subset": "training", "duration": 30.0, "annotations": [
+            {"segment": [1, 9], "label": "jump"}]},
+    }  # fmt: skip
+    gt = write_json(tmp_path / "gt.json", {"taxonomy": TAXONOMY, "database": database})
+    predicted = [
+        ("a", 5.5, 15.0, 0.95), ("c", 1.0, 9.0, 0.9), ("zz", 0.0, 5.0, 0.85),
+        ("b", -1.0, 8.0, 0.8), ("a", 42.0, 30.0, 0.75), ("a", 29.0, 41.0, 0.7),
+        ("b", 20.0, 30.0, 0.6),
+    ]  # fmt: skip
+    results: dict[str, list] = {}
+    for video, start, end, score in predicted:
+        results.setdefault(video, []).append(
+            {"label": "jump", "score": score, "segment": [start, end]}
+        )
+    pred = write_json(tmp_path / "p.json", {"results": results})
+    base = segments_argv(gt, pred, "--subset", "validation", "--tiou", "0.5", "0.7", "0.9")
+    status, _, err = run(base, capsys)
+    assert status == 1 and "video 'a': segment ends at 30 s, before its start at 42 s" in err
+    status, official, err = run([*base, "--official"], capsys)
+    assert status == 0, err
+    truth = [("a", 5.0, 15.0), ("a", 30.0, 42.0), ("b", 0.0, 8.0)]
+    for tiou in (0.5, 0.7, 0.9):
+        expected = _official_ap(predicted, truth, tiou)
+        assert official["mAP"][f"{tiou:g}"] == pytest.approx(expected, abs=1e-12), tiou
+    assert 0 < official["mAP"]["0.9"] < official["mAP"]["0.5"] < 1
 
 
 def test_evaluation_imports_neither_torch_nor_lightning() -> None:
