@@ -344,7 +344,7 @@ def test_activitynet_missing_and_broken_files(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError, match=r"broken\.json:2: not valid JSON"):
         read_activitynet(broken)
     results = write_json(tmp_path / "results.json", {"results": {}})
-    with pytest.raises(AnnotationError, match=r'no top-level "database".*crossdistill evaluate --predictions'):
+    with pytest.raises(AnnotationError, match=r'no top-level "database".*evaluate --predictions'):
         read_activitynet(results)
 
 
