@@ -89,6 +89,7 @@ class AnnotationSet:
 
 # The readers build the classes above, so they are imported after them.
 from datamodules.annotation_formats.activitynet import (  # noqa: E402
+    label_id_names,
     read_activitynet,
     read_activitynet_results,
 )
@@ -148,6 +149,7 @@ __all__ = [
     "AnnotationSet",
     "Segment",
     "VideoRecord",
+    "label_id_names",
     "read_activitynet",
     "read_activitynet_results",
     "read_annotations",

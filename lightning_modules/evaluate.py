@@ -12,6 +12,7 @@ described in `crossdistill evaluate --help` (`lightning_modules.commands.evaluat
 from __future__ import annotations
 
 import json
+import pickle
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from datamodules.annotations import (
     AnnotationSet,
     Segment,
     VideoRecord,
+    label_id_names,
     read_activitynet_results,
     read_annotations,
 )
@@ -68,7 +70,11 @@ def evaluate_segments(
     full = read_ground_truth(ground_truth, ground_truth_format)
     truth = _subset(full, subset)
     results = read_activitynet_results(
-        predictions, full.classes, f"the classes of {ground_truth}", check_spans=not official
+        predictions,
+        full.classes,
+        f"the classes of {ground_truth}",
+        check_spans=not official,
+        label_ids=lambda: label_id_names(ground_truth) if ground_truth.suffix == ".json" else {},
     )
     # videos numbered as SegmentMAP numbers them, so that ties in score fall the same way
     video_index = dict(zip(truth.records, sample_order(list(truth.records)).tolist(), strict=True))
@@ -177,7 +183,10 @@ def evaluate_frames(
     """
     full = read_ground_truth(ground_truth, ground_truth_format)
     truth = _subset(full, subset)
-    arrays = _load_npz(predictions)
+    if predictions.suffix == ".pkl":
+        arrays = {**_load_pdan_pickle(predictions), "classes": np.array(full.classes)}
+    else:
+        arrays = _load_npz(predictions)
     stride = arrays.pop("stride", None)
     if stride is not None and (stride.size != 1 or not float(stride) > 0):
         raise EvaluationError(f"{predictions}: `stride` must be one positive number of seconds")
@@ -385,6 +394,40 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise EvaluationError(
             f"{path}: not a readable npz archive ({err}): truncated or damaged. Fix: write it again"
         ) from None
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles dicts, lists and numpy arrays only: a pickle can run any code it names."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] == "numpy" and name in _NUMPY_PICKLE_NAMES:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array")
+
+
+_NUMPY_PICKLE_NAMES = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"}
+
+
+def _load_pdan_pickle(path: Path) -> dict[str, np.ndarray]:
+    """PDAN's test output: `{video: (K, T) probabilities}` pickled, columns in the ground
+    truth's class order; as `{video: (T, K)}`."""
+    try:
+        with open(path, "rb") as handle:
+            data = _ArraysOnly(handle).load()
+    except FileNotFoundError:
+        raise EvaluationError(f"{path}: no such file") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise EvaluationError(
+            f"{path}: not a pickle of {{video: (K, T) array}} as PDAN writes ({err}). Fix: "
+            "pickle a dict of numpy arrays, or write an npz (see --help)"
+        ) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(v, np.ndarray) and v.ndim == 2 for v in data.values()
+    ):
+        raise EvaluationError(
+            f"{path}: holds {type(data).__name__}, not {{video: (K, T) array}} as PDAN writes"
+        )
+    return {str(video): scores.T for video, scores in data.items()}
 
 
 def _load_json(path: Path) -> dict:

@@ -4,12 +4,14 @@ Three files use this layout: ActivityNet v1.3 itself; THUMOS14 and MultiTHUMOS a
 and other TAD toolkits write them (subsets `Validation`/`Test`, plus per-video `fps` and
 per-segment `label_id` and `segment(frames)`); and the synthetic benchmark's
 `annotations/activitynet.json` (plus a top-level `classes` list and per-video `fps`).
-Predictions in the ActivityNet results format are read by `read_activitynet_results`.
+Predictions in the ActivityNet results format are read by `read_activitynet_results`, which also
+reads ActionFormer's own prediction layout (`{"database": {video: [{segment, label_id,
+scores}]}}`, classes by the ground truth's `label_id`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +64,12 @@ def read_activitynet_results(
     classes: Sequence[str] | None = None,
     classes_from: str = "the ground truth's classes",
     check_spans: bool = True,
+    label_ids: Callable[[], Mapping[int, str]] | None = None,
 ) -> AnnotationSet:
     """Read predictions in the ActivityNet results format `{"results": {video: [{label, score,
-    segment}]}}`, as scored segments, so predictions written by any tool can be evaluated again.
+    segment}]}}`, as scored segments, so predictions written by any tool can be evaluated again;
+    or in ActionFormer's `{"database": {video: [{segment, label_id, scores}]}}`, whose class ids
+    `label_ids()` names (the ground truth's, `label_id_names`; called for that layout only).
 
     The format has no subsets or durations: every record is in subset `results`, duration None.
     Pass the ground truth's `classes` (described by `classes_from` in errors) to make a predicted
@@ -73,6 +78,9 @@ def read_activitynet_results(
     """
     path = Path(path)
     data = load_json(path, "ActivityNet results file", "check the path of the predictions")
+    if _actionformer_layout(data):
+        names = label_ids() if label_ids is not None else None
+        data = {"results": _from_actionformer(path, data["database"], names)}
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict):
         raise annotation_error(
@@ -94,6 +102,57 @@ def read_activitynet_results(
         vocabulary = Vocabulary(classes, classes_from)
     vocabulary.check_records(path, records.values())
     return AnnotationSet(vocabulary.names, records, path)
+
+
+def label_id_names(path: str | Path) -> dict[int, str]:
+    """`{label_id: label}` of an ActionFormer-style annotation file (empty without label_id)."""
+    data = load_json(Path(path), "ActivityNet-style annotation file", _FIX_PATH)
+    database = data.get("database", {}) if isinstance(data, dict) else {}
+    return {
+        int(a["label_id"]): str(a["label"])
+        for entry in database.values()
+        if isinstance(entry, dict)
+        for a in entry.get("annotations", [])
+        if isinstance(a, dict) and isinstance(a.get("label_id"), int) and "label" in a
+    }
+
+
+def _actionformer_layout(data: Any) -> bool:
+    """ActionFormer's predictions: a `database` of lists (the ground truth's holds objects)."""
+    database = data.get("database") if isinstance(data, dict) and "results" not in data else None
+    return isinstance(database, dict) and all(isinstance(v, list) for v in database.values())
+
+
+def _from_actionformer(
+    path: Path, database: dict, label_ids: Mapping[int, str] | None
+) -> dict[str, list[dict]]:
+    """ActionFormer's events as ActivityNet results, each `label_id` named by `label_ids`."""
+    if not label_ids:
+        raise annotation_error(
+            path,
+            "ActionFormer's prediction layout names classes by label_id, and the ground truth "
+            "has none to name them",
+            "evaluate against ActionFormer's annotation file (its segments carry label_id), or "
+            'write the predictions as {"results": {video: [{"label", "score", "segment"}]}}',
+        )
+    results: dict[str, list[dict]] = {}
+    for vid, events in database.items():
+        results[str(vid)] = []
+        for event in events:
+            label_id = event.get("label_id") if isinstance(event, dict) else None
+            if not isinstance(label_id, int) or label_id not in label_ids:
+                raise annotation_error(
+                    path,
+                    f"prediction {event!r} has no label_id of the ground truth "
+                    f"({min(label_ids)}-{max(label_ids)})",
+                    "give every prediction an integer label_id of the ground truth",
+                    video=str(vid),
+                )
+            segment, score = event.get("segment"), event.get("scores")
+            results[str(vid)].append(
+                {"label": label_ids[label_id], "score": score, "segment": segment}
+            )
+    return results
 
 
 def _record(

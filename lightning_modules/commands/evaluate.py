@@ -21,6 +21,8 @@ ground truth (segments, frames): by default the ActivityNet layout, times in sec
 
 segments: predictions in the ActivityNet results layout,
   {"results": {VIDEO: [{"label", "score", "segment": [s, e]}]}}
+  or in ActionFormer's, {"database": {VIDEO: [{"segment": [s, e], "label_id", "scores"}]}},
+  its label_id named by the ground truth's (ActionFormer's annotation files carry them).
   Detection mAP at each tIoU threshold (default ActivityNet's 0.5:0.05:0.95; THUMOS14 uses
   0.3 0.4 0.5 0.6 0.7); see lightning_modules/metrics/segment_map.py. Evaluated videos without
   predictions count as missed. Predictions of videos outside the evaluated ground truth and
@@ -35,16 +37,18 @@ frames: ground truth as above, or a Charades CSV (Charades_v1_test.csv, with
   Charades_v1_classes.txt beside it; its subset is the file's, e.g. `test`). Predictions: an npz
   holding a (T, K) score array per video id and a `classes` array naming the K
   columns (labels of the ground truth), and optionally `stride`, the seconds per row (what
-  crossdistill writes). Row i stands for time (i + 0.5) * stride, and T must then be the video's
-  number of steps (+-1): padded or cut arrays are refused; without `stride`, row i stands for
-  (i + 0.5) * duration / T. A row is positive for a class when that time lies in [start, end] of
-  one of its segments. Scores must be finite. Every
-  evaluated video needs scores, and every class with ground truth a column. Every row of every
-  video is scored (pooled); --protocol pdan labels row i at i * duration / T with strict bounds,
-  as the TSU/MultiTHUMOS/Charades loaders of Dai et al.'s PDAN code; --protocol charades scores
-  25 instants a video instead, t = j / 25 * duration for j = 0..24, each by the row whose step
-  holds t (the Charades localisation evaluator's protocol, Charades_v1_localize.m). Under both
-  official protocols tied scores rank one by one in ground-truth order, as their sorts do.
+  crossdistill writes); or PDAN's pickle, {VIDEO: (K, T) probabilities} with the columns in
+  the ground truth's class order (only arrays are unpickled). Row i stands for time
+  (i + 0.5) * stride, and T must then be the video's number of steps (+-1): padded or cut arrays
+  are refused; without `stride`, row i stands for (i + 0.5) * duration / T. A row is positive
+  for a class when that time lies in [start, end] of one of its segments. Scores must be
+  finite. Every evaluated video needs scores, and every class with ground truth a column.
+  Every row of every video is scored (pooled); --protocol pdan labels row i at i * duration / T
+  with strict bounds, as the TSU/MultiTHUMOS/Charades loaders of Dai et al.'s PDAN code;
+  --protocol charades scores 25 instants a video instead, t = j / 25 * duration for
+  j = 0..24, each by the row whose step holds t (the Charades localisation evaluator's
+  protocol, Charades_v1_localize.m). Under both official protocols tied scores rank one by one
+  in ground-truth order, as their sorts do.
   Prints {"frame_mAP": ..., "frame_mAP_all": ..., "frame_wAP": ..., "protocol": ...} (classes
   with a positive / all columns / weighted by each class's positives, Charades' WAP).
 

@@ -4,6 +4,7 @@ ground truth with the official sample submission."""
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -317,7 +318,8 @@ def _pdan_map(truth: dict, scores: dict[str, np.ndarray]) -> float:
 def test_frames_pdan_protocol_on_tsus_own_file(realdata: Path, tmp_path: Path, capsys) -> None:
     """TSU's JSON read natively (`--format tsu`: frames, classes 0-50 named by Action_list) and
     rows labelled as PDAN's loader labels them (`--protocol pdan`): equal to a transcription of
-    Dai et al.'s evaluation on random scores, and unlike the pooled protocol."""
+    Dai et al.'s evaluation on random scores, and unlike the pooled protocol; PDAN's pickled
+    `(K, T)` output reads the same, and a pickle that names code is refused unrun."""
     full = json.loads((realdata / "tsu" / "smarthome_CS_51.json").read_text())
     videos = sorted(v for v, e in full.items() if e["subset"] == "testing")[:3]
     truth = {v: full[v] for v in videos}
@@ -335,6 +337,17 @@ def test_frames_pdan_protocol_on_tsus_own_file(realdata: Path, tmp_path: Path, c
     assert pdan["frame_mAP"] == pytest.approx(_pdan_map(truth, scores), abs=1e-12)
     status, pooled, _ = run(argv, capsys)
     assert status == 0 and pooled["frame_mAP"] != pdan["frame_mAP"]
+    # PDAN's own output: {video: (K, T) probabilities} pickled, in the ground truth's class order
+    with open(tmp_path / "probs.pkl", "wb") as handle:
+        pickle.dump({v: p.T.astype(np.float32) for v, p in scores.items()}, handle)
+    argv[-1] = str(tmp_path / "probs.pkl")
+    status, pickled, err = run([*argv, "--protocol", "pdan"], capsys)
+    assert status == 0, err
+    assert pickled["frame_mAP"] == pytest.approx(pdan["frame_mAP"], abs=1e-6)
+    with open(tmp_path / "probs.pkl", "wb") as handle:
+        pickle.dump({"x": subprocess.Popen}, handle)  # a pickle naming code is never run
+    status, _, err = run(argv, capsys)
+    assert status == 1 and "subprocess.Popen is not a numpy array" in err
 
 
 def test_frames_charades_protocol_scores_25_instants_a_video(tmp_path: Path, capsys) -> None:
@@ -640,3 +653,46 @@ def test_evaluation_imports_neither_torch_nor_lightning() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_segments_reads_actionformers_prediction_layout(
+    realdata: Path, tmp_path: Path, capsys
+) -> None:
+    """ActionFormer's own predictions (`{"database": {video: [{segment, label_id, scores}]}}`)
+    score as the same predictions in the ActivityNet results layout, classes named by the ground
+    truth's label_id; ground truth without label_id cannot name them, and says so."""
+    gt = realdata / "thumos14" / "thumos14.json"
+    database = json.loads(gt.read_text())["database"]
+    videos = sorted(v for v, e in database.items() if e["subset"] == "Test")[:4]
+    rng = np.random.default_rng(2)
+    actionformer: dict[str, list] = {}
+    results: dict[str, list] = {}
+    for video in videos:
+        for a in database[video]["annotations"]:
+            start, end = (t + rng.normal(0, 1.0) for t in a["segment"])
+            score = float(rng.uniform())
+            actionformer.setdefault(video, []).append(
+                {"segment": [start, end], "label_id": a["label_id"], "scores": score}
+            )
+            results.setdefault(video, []).append(
+                {"segment": [start, end], "label": a["label"], "score": score}
+            )
+    theirs = write_json(tmp_path / "actionformer.json", {"database": actionformer})
+    ours = write_json(tmp_path / "results.json", {"results": results})
+    tious = ["--tiou", "0.3", "0.5", "0.7", "--official"]
+    subset = ["--subset", "test"]
+    status, expected, err = run(segments_argv(gt, ours, *subset, *tious), capsys)
+    assert status == 0, err
+    status, got, err = run(segments_argv(gt, theirs, *subset, *tious), capsys)
+    assert status == 0, err
+    assert got == expected and 0 < got["average_mAP"] < 1
+    plain = {
+        "database": {v: {k: e[k] for k in ("subset", "duration")} for v, e in database.items()}
+    }
+    for video in videos:
+        plain["database"][video]["annotations"] = [
+            {"segment": a["segment"], "label": a["label"]} for a in database[video]["annotations"]
+        ]
+    without_ids = write_json(tmp_path / "gt.json", plain)
+    status, _, err = run(segments_argv(without_ids, theirs, *subset), capsys)
+    assert status == 1 and "label_id" in err and "Fix:" in err
