@@ -31,7 +31,7 @@ from datamodules.annotations import (
 from datamodules.grid import video_steps
 from lightning_modules.metrics.accuracy import action_accuracy, topk_accuracy
 from lightning_modules.metrics.calibration import expected_calibration_error
-from lightning_modules.metrics.frame_map import frame_map
+from lightning_modules.metrics.frame_map import average_precision, summarize_frame_ap
 from lightning_modules.metrics.sample_ids import sample_order
 from lightning_modules.metrics.segment_map import (
     segment_average_precision,
@@ -106,7 +106,22 @@ def evaluate_segments(
         tious=tious,
         zero_length="official" if official else "strict",
     )
-    return {**summarize(ap, tious), "conventions": conventions}
+    per_class = _per_class(full.classes, ap, [f"{t:g}" for t in tious])
+    return {**summarize(ap, tious), "conventions": conventions, "per_class": per_class}
+
+
+def _per_class(
+    classes: Sequence[str], ap: np.ndarray, columns: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """`{class: {column: AP, ...}}` of the `(len(columns), K)` APs, for the classes with ground
+    truth (the others have none to score), with their mean over columns when there are several."""
+    table = {}
+    for k, name in enumerate(classes):
+        if np.isnan(ap[:, k]).any():
+            continue
+        row = {column: float(value) for column, value in zip(columns, ap[:, k], strict=True)}
+        table[name] = {**row, "average": float(ap[:, k].mean())} if len(columns) > 1 else row
+    return table
 
 
 def _refuse_labels_of_other_subsets(
@@ -259,8 +274,9 @@ def evaluate_frames(
     if not targets_all.any():
         raise EvaluationError(f"{ground_truth}: no frame lies inside any ground-truth segment")
     ties = "together" if protocol == "pooled" else "in_order"
-    result = frame_map(np.concatenate(scores), targets_all, ties, weighted=True)
-    return {**result, "protocol": protocol}
+    ap = average_precision(np.concatenate(scores), targets_all, ties)
+    result = summarize_frame_ap(ap, targets_all.sum(0))
+    return {**result, "protocol": protocol, "per_class": _per_class(columns, ap[None], ["AP"])}
 
 
 def _inside(times: np.ndarray, segment: Segment) -> np.ndarray:

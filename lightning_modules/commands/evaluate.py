@@ -31,7 +31,8 @@ segments: predictions in the ActivityNet results layout,
   instead: those predictions are false positives at their rank, negative starts are kept, and a
   zero-length prediction matches a zero-length ground-truth segment of its class anywhere in the
   video (their 0/0 = NaN). Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ...,
-  "conventions": "strict" | "official"}.
+  "conventions": "strict" | "official", "per_class": {CLASS: {"0.5": AP, ..., "average"}}}
+  (classes with ground truth; --per-class also prints them as a table on stderr).
 
 frames: ground truth as above, or a Charades CSV (Charades_v1_test.csv, with
   Charades_v1_classes.txt beside it; its subset is the file's, e.g. `test`). Predictions: an npz
@@ -49,8 +50,9 @@ frames: ground truth as above, or a Charades CSV (Charades_v1_test.csv, with
   j = 0..24, each by the row whose step holds t (the Charades localisation evaluator's
   protocol, Charades_v1_localize.m). Under both official protocols tied scores rank one by one
   in ground-truth order, as their sorts do.
-  Prints {"frame_mAP": ..., "frame_mAP_all": ..., "frame_wAP": ..., "protocol": ...} (classes
-  with a positive / all columns / weighted by each class's positives, Charades' WAP).
+  Prints {"frame_mAP": ..., "frame_mAP_all": ..., "frame_wAP": ..., "protocol": ...,
+  "per_class": {CLASS: {"AP": ...}}} (classes with a positive / all columns / weighted by each
+  class's positives, Charades' WAP; per_class for the classes with a positive).
 
 clips: one JSON file with the predictions and labels of trimmed clips,
   {"scores": "logits" | "probabilities",
@@ -98,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         for name, text in subcommands.items()
     }
     for name, metavar in (("segments", "PRED.json"), ("frames", "SCORES.npz")):
+        sub[name].add_argument(
+            "--per-class",
+            action="store_true",
+            help="also print the per-class APs (always in the JSON's per_class) as a table on "
+            "stderr, worst class first",
+        )
         sub[name].add_argument("--ground-truth", type=Path, required=True, metavar="GT.json")
         sub[name].add_argument("--predictions", type=Path, required=True, metavar=metavar)
         sub[name].add_argument("--subset", help="evaluate this subset only (default: all)")
@@ -169,5 +177,17 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as err:  # EvaluationError, AnnotationError, bad --subset
         print(f"crossdistill evaluate {args.command}: error: {err}", file=sys.stderr)
         return 1
+    if getattr(args, "per_class", False):
+        print(per_class_table(result["per_class"]), file=sys.stderr)
     print(json.dumps(result, allow_nan=False))
     return 0
+
+
+def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
+    """The per-class APs in %, one line per class, lowest mean first (where to look)."""
+    columns = list(next(iter(per_class.values()), {}))
+    width = max([len("class"), *map(len, per_class)])
+    lines = ["  ".join(["class".ljust(width), *(f"{c:>7}" for c in columns)])]
+    for name, row in sorted(per_class.items(), key=lambda item: item[1][columns[-1]]):
+        lines.append("  ".join([name.ljust(width), *(f"{100 * row[c]:7.2f}" for c in columns)]))
+    return "\n".join(lines)

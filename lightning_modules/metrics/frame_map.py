@@ -50,16 +50,21 @@ def frame_map(
     scores: np.ndarray, targets: np.ndarray, ties: Ties = "together", weighted: bool = False
 ) -> dict[str, float]:
     """`frame_mAP` (classes with a positive) and `frame_mAP_all` (every class, empty ones 0);
-    `weighted` adds `frame_wAP`, the APs weighted by each class's positives (the Charades
-    evaluator's WAP)."""
+    `weighted` adds `frame_wAP` (see `summarize_frame_ap`)."""
     ap = average_precision(scores, targets, ties)
+    return summarize_frame_ap(ap, np.asarray(targets).astype(bool).sum(0) if weighted else None)
+
+
+def summarize_frame_ap(ap: np.ndarray, positives: np.ndarray | None = None) -> dict[str, float]:
+    """The means of per-class APs (NaN for classes without positives): over classes with a
+    positive, over all; with each class's `positives`, also weighted by them (`frame_wAP`, the
+    Charades evaluator's WAP)."""
     present = ~np.isnan(ap)
     result = {
         "frame_mAP": float(ap[present].mean()) if present.any() else float("nan"),
         "frame_mAP_all": float(np.where(present, ap, 0.0).mean()) if len(ap) else float("nan"),
     }
-    if weighted:
-        positives = np.asarray(targets).astype(bool).sum(0)
+    if positives is not None:
         total = positives[present].sum()
         result["frame_wAP"] = float((ap * positives)[present].sum() / total) if total else np.nan
     return result

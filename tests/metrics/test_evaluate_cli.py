@@ -106,6 +106,10 @@ def test_segments_perfect_and_shifted(ground_truth: Path, tmp_path: Path, capsys
         "mAP": {"0.5": 1.0, "0.8": 1.0, "0.85": 0.75},
         "average_mAP": pytest.approx(11 / 12),
         "conventions": "strict",
+        "per_class": {
+            "jump": {"0.5": 1.0, "0.8": 1.0, "0.85": 0.5, "average": pytest.approx(5 / 6)},
+            "run": {"0.5": 1.0, "0.8": 1.0, "0.85": 1.0, "average": 1.0},
+        },
     }
 
 
@@ -209,6 +213,14 @@ def test_frames_against_sklearn(ground_truth: Path, tmp_path: Path, capsys) -> N
     assert result["frame_mAP"] == pytest.approx(np.mean(ap), abs=1e-12)
     assert result["frame_mAP_all"] == pytest.approx(np.sum(ap) / 3, abs=1e-12)
     assert 0.3 < result["frame_mAP"] < 1
+    # per class: the classes with a positive step, each its own AP
+    assert result["per_class"] == {
+        "run": {"AP": pytest.approx(ap[0], abs=1e-12)},
+        "jump": {"AP": pytest.approx(ap[1], abs=1e-12)},
+    }
+    positives = y[:, 1:].sum(0)
+    weighted = (ap[0] * positives[0] + ap[1] * positives[1]) / positives.sum()
+    assert result["frame_wAP"] == pytest.approx(weighted, abs=1e-12)
 
     np.savez(
         tmp_path / "p.npz", classes=np.array(columns), **{v: t * 1.0 for v, t in targets.items()}
@@ -219,6 +231,7 @@ def test_frames_against_sklearn(ground_truth: Path, tmp_path: Path, capsys) -> N
         "frame_mAP_all": pytest.approx(2 / 3),
         "frame_wAP": 1.0,
         "protocol": "pooled",
+        "per_class": {"run": {"AP": 1.0}, "jump": {"AP": 1.0}},
     }
 
 
@@ -246,7 +259,8 @@ def test_frames_against_a_charades_csv(tmp_path: Path, capsys) -> None:
     status, result, err = run(argv, capsys)
     assert status == 0, err
     assert result == {
-        "frame_mAP": 1.0, "frame_mAP_all": 1.0, "frame_wAP": 1.0, "protocol": "pooled"
+        "frame_mAP": 1.0, "frame_mAP_all": 1.0, "frame_wAP": 1.0, "protocol": "pooled",
+        "per_class": {"Sitting down": {"AP": 1.0}, "Opening a door": {"AP": 1.0}},
     }  # fmt: skip
     flipped = {video: 1 - y for video, y in truth.items()}
     np.savez(tmp_path / "flipped.npz", classes=classes, **flipped)
@@ -696,3 +710,19 @@ def test_segments_reads_actionformers_prediction_layout(
     without_ids = write_json(tmp_path / "gt.json", plain)
     status, _, err = run(segments_argv(without_ids, theirs, *subset), capsys)
     assert status == 1 and "label_id" in err and "Fix:" in err
+
+
+def test_per_class_table_on_stderr_keeps_stdout_json(
+    ground_truth: Path, tmp_path: Path, capsys
+) -> None:
+    """--per-class: a table of the per-class APs (worst first) on stderr, the JSON on stdout."""
+    results = perfect_results()
+    results["vid_a"][0] = {"label": "jump", "score": 0.9, "segment": [14, 30]}  # tIoU 16/20
+    pred = write_json(tmp_path / "shifted.json", {"results": results})
+    argv = segments_argv(ground_truth, pred, "--subset", "validation", "--tiou", "0.5", "0.85")
+    status, result, err = run([*argv, "--per-class"], capsys)
+    assert status == 0 and result["per_class"]["jump"]["0.85"] == 0.5
+    lines = err.strip().splitlines()
+    assert lines[0].split() == ["class", "0.5", "0.85", "average"]
+    assert lines[1].split() == ["jump", "100.00", "50.00", "75.00"]
+    assert lines[2].split() == ["run", "100.00", "100.00", "100.00"]
