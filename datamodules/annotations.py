@@ -89,9 +89,11 @@ class AnnotationSet:
 
 # The readers build the classes above, so they are imported after them.
 from datamodules.annotation_formats.activitynet import (  # noqa: E402
+    ScoredSegments,
     label_id_names,
     read_activitynet,
     read_activitynet_results,
+    read_results_table,
 )
 from datamodules.annotation_formats.charades import read_charades  # noqa: E402
 from datamodules.annotation_formats.epic_kitchens import read_epic_kitchens  # noqa: E402
@@ -147,6 +149,7 @@ __all__ = [
     "READERS",
     "AnnotationError",
     "AnnotationSet",
+    "ScoredSegments",
     "Segment",
     "VideoRecord",
     "label_id_names",
@@ -157,6 +160,7 @@ __all__ = [
     "read_epic_kitchens",
     "read_multithumos",
     "read_pku_mmd",
+    "read_results_table",
     "read_something_something",
     "read_thumos14_txt",
     "read_tsu",

@@ -22,11 +22,12 @@ import numpy as np
 
 from datamodules.annotations import (
     AnnotationSet,
+    ScoredSegments,
     Segment,
     VideoRecord,
     label_id_names,
-    read_activitynet_results,
     read_annotations,
+    read_results_table,
 )
 from datamodules.grid import video_steps
 from lightning_modules.metrics.accuracy import action_accuracy, topk_accuracy
@@ -69,7 +70,7 @@ def evaluate_segments(
     official = conventions == "official"
     full = read_ground_truth(ground_truth, ground_truth_format)
     truth = _subset(full, subset)
-    results = read_activitynet_results(
+    results = read_results_table(
         predictions,
         full.classes,
         f"the classes of {ground_truth}",
@@ -79,7 +80,7 @@ def evaluate_segments(
     # videos numbered as SegmentMAP numbers them, so that ties in score fall the same way
     video_index = dict(zip(truth.records, sample_order(list(truth.records)).tolist(), strict=True))
     class_index = {name: i for i, name in enumerate(full.classes)}
-    for video in results.records:
+    for video in results.videos:
         if official:  # a video without ground truth here: its predictions are false positives
             video_index.setdefault(video, len(video_index))
         else:
@@ -89,7 +90,12 @@ def evaluate_segments(
     if not len(gt["label"]):
         raise EvaluationError(f"{ground_truth}: no ground-truth segments to score against")
     _refuse_labels_of_other_subsets(full, truth, results, predictions)
-    pred = segment_table(results.records.values(), video_index, class_index)
+    pred = {
+        "video": np.array([video_index[v] for v in results.videos], np.int64)[results.video],
+        "label": results.label,
+        "segments": results.segments.copy(),
+        "scores": results.scores,
+    }
     inverted = pred["segments"][:, 1] < pred["segments"][:, 0]
     if inverted.any():  # the official tIoU of a segment ending before its start is <= 0
         pred["video"][inverted] = len(video_index)  # a video without ground truth: FPs
@@ -125,21 +131,22 @@ def _per_class(
 
 
 def _refuse_labels_of_other_subsets(
-    full: AnnotationSet, truth: AnnotationSet, results: AnnotationSet, predictions: Path
+    full: AnnotationSet, truth: AnnotationSet, results: ScoredSegments, predictions: Path
 ) -> None:
     """Predictions of a label whose ground truth lies only in other subsets score no class
     here: the official ActivityNet evaluator raises; dropping them silently would hide them."""
     evaluated = {s.label for r in truth.records.values() for s in r.segments}
     elsewhere = {s.label for r in full.records.values() for s in r.segments} - evaluated
-    for video, record in results.records.items():
-        for segment in record.segments:
-            if segment.label in elsewhere:
-                raise EvaluationError(
-                    f"{predictions}: video {video!r} predicts {segment.label!r}, which has ground "
-                    "truth only in other subsets than the evaluated one, so it would score no "
-                    "class (the official evaluator raises). Fix: drop those predictions, or "
-                    "evaluate a subset with that label"
-                )
+    index = [k for k, name in enumerate(results.classes) if name in elsewhere]
+    found = np.flatnonzero(np.isin(results.label, index))
+    if len(found):
+        row = found[0]
+        video, label = results.videos[results.video[row]], results.classes[results.label[row]]
+        raise EvaluationError(
+            f"{predictions}: video {video!r} predicts {label!r}, which has ground truth only in "
+            "other subsets than the evaluated one, so it would score no class (the official "
+            "evaluator raises). Fix: drop those predictions, or evaluate a subset with that label"
+        )
 
 
 def segment_table(

@@ -382,6 +382,56 @@ def test_activitynet_results_with_ground_truth_classes(tmp_path: Path) -> None:
         read_activitynet_results(path, classes=["Walk"])
 
 
+def _table_rows(table) -> list[tuple]:
+    return sorted(
+        (table.videos[v], table.classes[k], *segment, score)
+        for v, k, segment, score in zip(
+            table.video, table.label, table.segments.tolist(), table.scores, strict=True
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"label": "Run", "score": "0.5", "segment": ["1", 2]}, None),  # numbers as strings
+        ({"label": 3, "score": 0.5, "segment": [1, 2]}, "is not {'segment'"),
+        ({"label": "Swim", "score": 0.5, "segment": [1, 2]}, "'Swim' is not one of the 2"),
+        ({"label": "Run", "score": None, "segment": [1, 2]}, "score is None, not a number"),
+        ({"label": "Run", "score": 0.5, "segment": [3, 2]}, "ends at 2 s, before its start"),
+        ({"label": "Run", "score": 0.5, "segment": [1, 2, 3]}, "is not {'segment'"),
+        ({"label": "Run", "segment": [1, 2]}, "score is None"),
+    ],
+)  # fmt: skip
+def test_results_table_reads_and_refuses_as_the_records_do(
+    tmp_path: Path, entry: dict, message: str | None
+) -> None:
+    """The columnar reader (what `evaluate segments` reads half a million predictions with)
+    keeps the record reader's semantics: the same rows, the same error naming the entry."""
+    from datamodules.annotations import read_results_table
+
+    results = {
+        "v1": [{"label": "Walk", "score": 0.9, "segment": [0.0, 4.5]}, entry],
+        "v2": [{"label": "Run", "score": 0.1, "segment": [2, 3]}],
+        "v3": [],
+    }
+    path = write_json(tmp_path / "results.json", {"results": results})
+    classes = ["Walk", "Run"]
+    if message is None:
+        table = read_results_table(path, classes)
+        records = read_activitynet_results(path, classes=classes).records
+        expected = sorted(
+            (video, s.label, s.start, s.end, s.score)
+            for video, record in records.items()
+            for s in record.segments
+        )
+        assert _table_rows(table) == expected and table.videos == ("v1", "v2", "v3")
+        return
+    with pytest.raises(AnnotationError, match=re.escape(message)) as raised:
+        read_results_table(path, classes)
+    assert "video 'v1'" in str(raised.value)
+
+
 # --- MultiTHUMOS and TSU ----------------------------------------------------------------------
 
 

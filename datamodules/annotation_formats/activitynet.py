@@ -12,8 +12,11 @@ scores}]}}`, classes by the ground truth's `label_id`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from datamodules.annotation_formats.common import (
     Vocabulary,
@@ -59,6 +62,24 @@ def read_activitynet(path: str | Path) -> AnnotationSet:
     return AnnotationSet(vocabulary.names, records, path)
 
 
+@dataclass(frozen=True)
+class ScoredSegments:
+    """Predictions as columns, one row each: what scoring reads, without an object per row
+    (an ActivityNet-size file holds half a million)."""
+
+    classes: tuple[str, ...]
+    videos: tuple[str, ...]
+    """The file's videos, in file order."""
+    video: np.ndarray
+    """`(N,)` index into `videos`."""
+    label: np.ndarray
+    """`(N,)` index into `classes`."""
+    segments: np.ndarray
+    """`(N, 2)` start and end, seconds."""
+    scores: np.ndarray
+    """`(N,)`."""
+
+
 def read_activitynet_results(
     path: str | Path,
     classes: Sequence[str] | None = None,
@@ -77,6 +98,72 @@ def read_activitynet_results(
     or start before 0, which the official evaluators score (as false positives, mostly).
     """
     path = Path(path)
+    return _results_set(path, _results_object(path, label_ids), classes, classes_from, check_spans)
+
+
+def read_results_table(
+    path: str | Path,
+    classes: Sequence[str],
+    classes_from: str = "the ground truth's classes",
+    check_spans: bool = True,
+    label_ids: Callable[[], Mapping[int, str]] | None = None,
+) -> ScoredSegments:
+    """`read_activitynet_results` as columns, with the same checks and errors: a file that
+    passes them is read without building a Segment per prediction (the fast path); one that
+    does not is read again record by record, for the error that names the entry."""
+    path = Path(path)
+    results = _results_object(path, label_ids)
+    try:
+        return _columns(results, tuple(classes), check_spans)
+    except (_Irregular, KeyError, TypeError, ValueError, IndexError):
+        found = _results_set(path, results, classes, classes_from, check_spans)  # raises
+    return _columns(
+        {video: _as_results(record.segments) for video, record in found.records.items()},
+        tuple(classes),
+        check_spans,
+    )
+
+
+class _Irregular(ValueError):
+    """The fast path met something its checks cannot name: read record by record."""
+
+
+def _columns(results: dict, classes: tuple[str, ...], check_spans: bool) -> ScoredSegments:
+    """The fast path: every check `_segment` makes, on whole columns."""
+    if not all(type(predictions) is list for predictions in results.values()):
+        raise _Irregular
+    rows = [p for predictions in results.values() for p in predictions]
+    labels = [p["label"] for p in rows]
+    if not set(map(type, labels)) <= {str}:
+        raise _Irregular
+    index = {name: k for k, name in enumerate(classes)}
+    label = np.array([index[name] for name in labels], dtype=np.int64)
+    segments = np.array([p["segment"] for p in rows], dtype=np.float64)
+    segments = segments.reshape(len(rows), -1) if rows else np.zeros((0, 2))
+    scores = np.array([p["score"] for p in rows], dtype=np.float64)
+    if segments.shape[1:] != (2,) or not np.isfinite(segments).all():
+        raise _Irregular
+    if not np.isfinite(scores).all():
+        raise _Irregular
+    if check_spans and ((segments[:, 1] < segments[:, 0]) | (segments[:, 0] < 0)).any():
+        raise _Irregular
+    counts = [len(predictions) for predictions in results.values()]
+    return ScoredSegments(
+        classes=classes,
+        videos=tuple(str(video) for video in results),
+        video=np.repeat(np.arange(len(counts)), counts),
+        label=label,
+        segments=segments,
+        scores=scores,
+    )
+
+
+def _as_results(segments: Sequence[Segment]) -> list[dict]:
+    return [{"label": s.label, "segment": [s.start, s.end], "score": s.score} for s in segments]
+
+
+def _results_object(path: Path, label_ids: Callable[[], Mapping[int, str]] | None) -> dict:
+    """The `{video: [prediction, ...]}` object of a results file, either layout."""
     data = load_json(path, "ActivityNet results file", "check the path of the predictions")
     if _actionformer_layout(data):
         names = label_ids() if label_ids is not None else None
@@ -89,6 +176,17 @@ def read_activitynet_results(
             'give a file laid out as {"results": {video_id: [...]}} (a file of {"database": ...} '
             "holds ground truth: pass it as `crossdistill evaluate --ground-truth`)",
         )
+    return results
+
+
+def _results_set(
+    path: Path,
+    results: dict,
+    classes: Sequence[str] | None,
+    classes_from: str,
+    check_spans: bool,
+) -> AnnotationSet:
+    """The record-by-record reading, whose errors name the video and the entry."""
     records = {
         str(vid): VideoRecord(
             str(vid), "results", None, _predictions(path, str(vid), predictions, check_spans)
