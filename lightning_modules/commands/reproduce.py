@@ -1,10 +1,11 @@
 """`crossdistill reproduce TABLE [--data synthetic|DATA.yaml] [--rows A,B] [--seeds N] [--out DIR]
-[--smoke]`."""
+[--smoke] [--jobs N] [--threads T]`."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny benchmark and one short epoch per run (a check)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (default 1: the fastest "
+        "on a shared CPU; the results do not depend on --jobs, they do on --threads)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="runs side by side, each once its teachers and "
+        "features are done (default: the CPU cores over --threads; 1 runs in this process)",
+    )  # fmt: skip
     return parser
 
 
@@ -68,7 +77,8 @@ def main(argv: list[str]) -> int:
             print(f"{recipe.table}: rows {left_out} keep their own data config: left out")
         recipe = runner.recipe
         started = time.perf_counter()
-        runner.run()
+        lanes = args.jobs or max(1, (os.cpu_count() or 1) // max(1, args.threads))
+        runner.run(lanes, max(1, args.threads))
     except (RecipeError, ReproduceError) as error:
         print(f"crossdistill reproduce: {error}", file=sys.stderr)
         return 2

@@ -40,11 +40,13 @@ class ReproduceError(RuntimeError):
 
 @dataclass(frozen=True)
 class Job:
-    """One unit of work for the progress bar: a preparation step or a row's seed."""
+    """One unit of work: the benchmark, a preparation step or a row's seed, with the names of
+    the jobs whose outputs it reads."""
 
     name: str
     run: Callable[[], None]
     done: Callable[[], bool]
+    needs: tuple[str, ...] = ()
 
 
 def quiet_lightning() -> None:
@@ -92,56 +94,93 @@ class TableRunner:
     # ----------------------------------------------------------------- plan
     def jobs(self) -> list[Job]:
         """Benchmark, preparation steps (with the rows they extract features from), then rows;
-        every row after its teachers."""
+        every row after its teachers. Each job names the jobs it needs: a row its teachers'
+        first seeds, the benchmark, and the preparation when it reads the table's prepared data
+        (the features); a preparation step the pool it fits on or the job it extracts from."""
         jobs: list[Job] = []
         scheduled: set[str] = set()
+        base = ("synthetic benchmark",) if self.synthetic else ()
+        prepared: tuple[str, ...] = ()
 
-        def schedule(row: Row) -> None:
+        def schedule(row: Row, needs: tuple[str, ...]) -> None:
             for teacher in row.teachers.values():
-                schedule(self.recipe.row(teacher))
+                schedule(self.recipe.row(teacher), needs)
             if row.name not in scheduled:
                 scheduled.add(row.name)
-                jobs.extend(self._row_job(row, seed) for seed in range(self.seeds(row)))
+                teachers = tuple(f"{t} seed 0" for t in row.teachers.values())
+                reads = prepared if self._reads_prepared(row) else ()
+                jobs.extend(
+                    self._row_job(row, seed, (*needs, *reads, *teachers))
+                    for seed in range(self.seeds(row))
+                )
 
         if self.synthetic:
             jobs.append(
                 _benchmark_job("synthetic benchmark", self.benchmark, self.recipe.synthetic)
             )
+            pool = base
             if self.recipe.pretraining:
                 jobs.append(_benchmark_job("pretraining pool", self.pool, self.recipe.pretraining))
+                pool = ("pretraining pool",)
+            rows = {row.name for row in self.recipe.rows}
             for step in self.recipe.prepare:
-                if step.extract in {row.name for row in self.recipe.rows}:
-                    schedule(self.recipe.row(step.extract))
-                jobs.append(self._prepare_job(step))
+                if step.extract in rows:
+                    schedule(self.recipe.row(step.extract), base)
+                source = f"{step.extract} seed 0" if step.extract in rows else step.extract
+                needs = (*base, source) if step.extract is not None else pool
+                jobs.append(self._prepare_job(step, needs))
+            prepared = tuple(step.name for step in self.recipe.prepare)
         for row in self.recipe.rows:  # the table's order, teachers pulled forward
-            schedule(row)
+            schedule(row, base)
         return jobs
 
-    def _row_job(self, row: Row, seed: int) -> Job:
+    def _reads_prepared(self, row: Row) -> bool:
+        """Whether a row trains on the table's data config, which the preparation makes."""
+        return set(self.recipe.data) <= set(row.data or self.recipe.data)
+
+    def _row_job(self, row: Row, seed: int, needs: tuple[str, ...]) -> Job:
         return Job(
             f"{row.name} seed {seed}",
             lambda: self.run_row(row, seed),
             self.result_path(row, seed).is_file,
+            needs,
         )
 
     def seeds(self, row: Row) -> int:
         return row.seeds or self.recipe.seeds
 
-    def run(self) -> None:
-        """Every job not yet done, in order: a line per job (rows), Lightning's bar per epoch."""
+    def run(self, lanes: int = 1, threads: int = 1) -> None:
+        """Every job not yet done, each with `threads` torch threads: in this process, in order,
+        with one lane; else on `lanes` worker processes, each job once those it needs are done
+        (`lightning_modules.reproduce.scheduler`). Results do not depend on the lanes."""
+        import torch
+
+        from lightning_modules.reproduce.scheduler import JobFailed, run_in_lanes
+
         quiet_lightning()
         if not self.synthetic:
             self.preflight()
         jobs = self.jobs()
-        for number, job in enumerate(jobs, 1):
-            label = f"[{self.recipe.table} {number}/{len(jobs)}] {job.name}"
-            if job.done():
-                print(f"{label}: done earlier", flush=True)
-                continue
-            print(f"{label} ...", flush=True)
-            started = time.perf_counter()
-            job.run()
-            print(f"{label}: {time.perf_counter() - started:.0f} s", flush=True)
+        if lanes > 1:
+            try:
+                run_in_lanes(self, jobs, lanes, threads)
+            except JobFailed as error:
+                raise ReproduceError(str(error)) from None
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for number, job in enumerate(jobs, 1):
+                label = f"[{self.recipe.table} {number}/{len(jobs)}] {job.name}"
+                if job.done():
+                    print(f"{label}: done earlier", flush=True)
+                    continue
+                print(f"{label} ...", flush=True)
+                started = time.perf_counter()
+                job.run()
+                print(f"{label}: {time.perf_counter() - started:.0f} s", flush=True)
+        finally:
+            torch.set_num_threads(previous)
 
     # ------------------------------------------------------------ benchmark
     def data_flags(self, root: Path | None = None) -> list[str]:
@@ -149,12 +188,14 @@ class TableRunner:
         return [f"--data.init_args.root={root or self.benchmark}"] if self.synthetic else []
 
     # ---------------------------------------------------------- preparation
-    def _prepare_job(self, step: PrepareStep) -> Job:
+    def _prepare_job(self, step: PrepareStep, needs: tuple[str, ...]) -> Job:
         if step.extract is not None:
             out = self.benchmark / str(step.out)
-            return Job(step.name, lambda: self.extract(step, out), (out / "meta.json").is_file)
+            return Job(
+                step.name, lambda: self.extract(step, out), (out / "meta.json").is_file, needs
+            )
         done = self.runs / step.name / DONE
-        return Job(step.name, lambda: self.fit_step(step), done.is_file)
+        return Job(step.name, lambda: self.fit_step(step), done.is_file, needs)
 
     def fit_step(self, step: PrepareStep) -> None:
         configs = [self.recipe.trainer, *step.fit]

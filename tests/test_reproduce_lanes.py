@@ -1,0 +1,117 @@
+"""`reproduce --jobs N`: jobs run side by side, each once the jobs it needs are done, with the
+same results as one lane."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lightning_modules.reproduce.recipe import load_recipe
+from lightning_modules.reproduce.runner import TableRunner
+from lightning_modules.reproduce.scheduler import JobFailed, run_in_lanes
+
+
+def test_jobs_name_what_they_read() -> None:
+    """Rows need their teachers' first seed and the benchmark; rows on the table's features
+    need every preparation step, rows on the frames none; a fit step needs its pool, an
+    extraction the job it extracts from."""
+    runner = TableRunner(load_recipe("dai21_dense"), Path("unused"))
+    needs = {job.name: set(job.needs) for job in runner.jobs()}
+    prepare = {step.name for step in runner.recipe.prepare}
+    assert needs["synthetic benchmark"] == needs["pretraining pool"] == set()
+    assert needs["backbone_rgb"] == {"pretraining pool"}
+    assert needs["features_rgb"] == {"synthetic benchmark", "backbone_rgb"}
+    assert needs["rgb seed 0"] == {"synthetic benchmark", *prepare}
+    assert needs["dai_flow_pose seed 1"] == {
+        "synthetic benchmark", *prepare, "flow seed 0", "pose seed 0"
+    }  # fmt: skip
+    assert needs["dai_frames seed 0"] == {
+        "synthetic benchmark", "flow_frames seed 0", "pose_frames seed 0"
+    }  # fmt: skip
+    demo = {job.name: set(job.needs) for job in TableRunner(load_recipe("demo"), Path("u")).jobs()}
+    assert demo["features_rgb"] == {"synthetic benchmark", "clip_rgb seed 0"}
+    assert demo["clip_rgb seed 0"] == demo["dense_rgb seed 0"] == {"synthetic benchmark"}
+    assert {"features_rgb", "features_flow"} <= demo["seg_rgb seed 0"]
+
+
+@dataclass(frozen=True)
+class _Job:
+    name: str
+    needs: tuple[str, ...]
+    folder: Path
+
+    def done(self) -> bool:
+        return (self.folder / f"{self.name}.end").is_file()
+
+    def run(self) -> None:
+        for need in self.needs:
+            assert (self.folder / f"{need}.end").is_file(), need
+        (self.folder / f"{self.name}.start").write_text(str(time.time()))
+        if self.name == "broken":
+            raise ValueError("a broken job")
+        time.sleep(1.0)
+        (self.folder / f"{self.name}.end").write_text(str(time.time()))
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    table: str = "fake"
+
+
+@dataclass(frozen=True)
+class _Runner:
+    """What the scheduler needs of a TableRunner: `out`, `recipe.table` and `jobs()`."""
+
+    out: Path
+    plan: tuple[tuple[str, tuple[str, ...]], ...]
+    recipe: _Recipe = field(default_factory=_Recipe)
+
+    def jobs(self) -> list[_Job]:
+        return [_Job(name, needs, self.out) for name, needs in self.plan]
+
+
+def _quiet(*args: object, **kwargs: object) -> None:
+    pass
+
+
+def test_lanes_run_independent_jobs_side_by_side_after_what_they_need(tmp_path: Path) -> None:
+    plan = (("a", ()), ("b", ()), ("c", ("a",)), ("d", ("a", "b")))
+    runner = _Runner(tmp_path, plan)
+    lines: list[str] = []
+    run_in_lanes(runner, runner.jobs(), 2, 1, say=lambda line, **_: lines.append(line))
+    times = {
+        name: (float((tmp_path / f"{name}.start").read_text()),
+               float((tmp_path / f"{name}.end").read_text()))
+        for name, _ in plan
+    }  # fmt: skip
+    assert times["a"][0] < times["b"][1] and times["b"][0] < times["a"][1]  # side by side
+    assert times["c"][0] >= times["a"][1] and times["d"][0] >= max(times["a"][1], times["b"][1])
+    assert any("done 4/4" in line for line in lines) and "min left" in " ".join(lines)
+    assert (tmp_path / "logs" / "a.log").is_file()
+
+
+def test_a_failed_job_stops_new_ones_and_names_its_log(tmp_path: Path) -> None:
+    runner = _Runner(tmp_path, (("broken", ()), ("after", ("broken",))))
+    with pytest.raises(JobFailed, match=r"broken failed: a broken job(.|\n)*logs/broken\.log"):
+        run_in_lanes(runner, runner.jobs(), 2, 1, say=_quiet)
+    assert not (tmp_path / "after.start").exists()
+
+
+@pytest.mark.slow
+def test_two_lanes_give_the_results_of_one(tmp_path: Path) -> None:
+    """The demo's dense RGB row (with the clip rows and extractions it pulls in) in smoke mode:
+    every result file equal, one lane (this process) against two (worker processes)."""
+    from lightning_modules.commands.reproduce import main
+
+    outs = {lanes: tmp_path / f"lanes{lanes}" for lanes in (1, 2)}
+    for lanes, out in outs.items():
+        argv = ["demo", "--smoke", "--rows", "dense_rgb", "--out", str(out), "--jobs", str(lanes)]
+        assert main(argv) == 0
+    one, two = ({p.relative_to(o): json.loads(p.read_text())["metrics"]
+                 for p in (o / "results").rglob("seed*.json")} for o in outs.values())  # fmt: skip
+    assert one == two and len(one) == 3  # clip_rgb, clip_flow, dense_rgb
+    assert (outs[2] / "logs" / "dense_rgb-seed-0.log").is_file()
