@@ -24,6 +24,7 @@ from datamodules.annotations import (
     VideoRecord,
     read_activitynet,
     read_activitynet_results,
+    read_annotations,
     read_charades,
 )
 from datamodules.grid import video_steps
@@ -125,7 +126,11 @@ FrameProtocol = Literal["pooled", "charades"]
 
 
 def evaluate_frames(
-    ground_truth: Path, predictions: Path, subset: str | None, protocol: FrameProtocol = "pooled"
+    ground_truth: Path,
+    predictions: Path,
+    subset: str | None,
+    protocol: FrameProtocol = "pooled",
+    annotation_format: str | None = None,
 ) -> dict[str, float | str]:
     """Per-frame mAP of per-video dense scores, against ActivityNet-layout JSON or a Charades CSV
     (`Charades_v1_test.csv`, its class list `Charades_v1_classes.txt` beside it).
@@ -136,12 +141,16 @@ def evaluate_frames(
     the Charades localisation evaluator does, so long and short videos weigh the same; its AP
     ranks tied scores one by one in the ground truth's video order, as that evaluator's stable
     sort does (instants that share a row tie).
+
+    `annotation_format` reads the ground truth with that reader instead (`tsu`, `pku_mmd`, ...);
+    a video without a duration (PKU-MMD's label files) lasts its rows times `stride`.
     """
-    full = (
-        read_charades(ground_truth)
-        if ground_truth.suffix == ".csv"
-        else read_activitynet(ground_truth)
-    )
+    if annotation_format is not None:
+        full = read_annotations(ground_truth, annotation_format)
+    elif ground_truth.suffix == ".csv":
+        full = read_charades(ground_truth)
+    else:
+        full = read_activitynet(ground_truth)
     truth = _subset(full, subset)
     arrays = _load_npz(predictions)
     stride = arrays.pop("stride", None)
@@ -181,11 +190,14 @@ def evaluate_frames(
                 f"{predictions}: video {video!r}: score {video_scores[row, col]} (not finite) in "
                 f"row {row}, class {columns[col]!r}"
             )
-        if record.duration is None:
-            raise EvaluationError(f"{ground_truth}: video {video!r} has no duration")
         steps = len(video_scores)
-        step_seconds = record.duration / steps if stride is None else float(stride)
-        if stride is not None:
+        if record.duration is None and stride is None:
+            raise EvaluationError(
+                f"{ground_truth}: video {video!r} has no duration, and {predictions} no `stride`"
+            )
+        duration = steps * float(stride) if record.duration is None else record.duration
+        step_seconds = duration / steps if stride is None else float(stride)
+        if stride is not None and record.duration is not None:
             expected = video_steps(record.duration, float(stride))
             if abs(steps - expected) > 1:
                 raise EvaluationError(
@@ -194,7 +206,7 @@ def evaluate_frames(
                     "another video's scores. Fix: write one row per step of the video"
                 )
         if protocol == "charades":
-            times = np.arange(CHARADES_POINTS) / CHARADES_POINTS * record.duration  # as in .m
+            times = np.arange(CHARADES_POINTS) / CHARADES_POINTS * duration  # as in .m
             rows = np.minimum((times / step_seconds).astype(np.int64), steps - 1)
             video_scores = video_scores[rows]
         else:

@@ -112,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
         "MultiTHUMOS), or 25 a video, at j/25 of its duration (charades: the Charades "
         "localisation evaluator's)",
     )
+    sub["frames"].add_argument(
+        "--format",
+        default=None,
+        metavar="FORMAT",
+        help="read the ground truth with this annotation reader (a data config's "
+        "annotation_format: tsu, pku_mmd, multithumos, ...; default: charades for a .csv, else "
+        "the ActivityNet layout)",
+    )
     sub["clips"].add_argument("--predictions", type=Path, required=True, metavar="CLIPS.json")
     return parser
 
@@ -132,7 +140,7 @@ def main(argv: list[str]) -> int:
             )
         elif args.command == "frames":
             result = evaluate_frames(
-                args.ground_truth, args.predictions, args.subset, args.protocol
+                args.ground_truth, args.predictions, args.subset, args.protocol, args.format
             )
         else:
             result = evaluate_clips(args.predictions)
