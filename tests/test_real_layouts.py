@@ -178,3 +178,34 @@ def _keep_labels_of_the_subset(predictions: Path, evaluate: list[str]) -> None:
     for video, rows in found["results"].items():
         found["results"][video] = [row for row in rows if row["label"] in labels]
     predictions.write_text(json.dumps(found))
+
+
+# README "Bringing real data": each command as written there, run in a folder laid out as it says
+WALK = {
+    "charades": [
+        "crossdistill data-check --config configs/data/real/charades_i3d.yaml"
+        " --config configs/teacher/real/charades_i3d_rgb.yaml",
+        "crossdistill reproduce dai21_charades --smoke",
+    ],
+    "thumos14": [
+        "crossdistill data-check --config configs/data/real/thumos14_i3d.yaml"
+        " --config configs/teacher/real/thumos14_i3d_rgb.yaml",
+    ],
+}
+
+
+@pytest.mark.slow  # about 70 s: three rows trained and tested
+@pytest.mark.parametrize("name", sorted(WALK))
+def test_readme_walk_from_feature_files_to_a_table(
+    name: str, realdata: Path, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = LAYOUTS[name]
+    layout.build(workdir / layout.root, realdata)
+    for command in WALK[name]:
+        assert command in README, command
+        assert main(command.split()[1:]) == 0, command
+    if name == "charades":
+        results = json.loads((workdir / "outputs/dai21_charades-smoke/results.json").read_text())
+        assert [row["row"] for row in results["rows"]] == ["rgb", "flow", "dai_flow"]
+        assert all(np.isfinite(row["metrics"]["frame_mAP"]["mean"]) for row in results["rows"])
+        assert "| Augmented RGB (flow) |" in capsys.readouterr().out
