@@ -201,7 +201,8 @@ def evaluate_frames(
     Charades localisation evaluator does, so long and short videos weigh the same. The two
     official protocols rank tied scores one by one in the ground truth's video order (the
     evaluators' sorts; instants that share a row tie under `charades`). Every protocol also
-    gives `frame_wAP`, the APs weighted by each class's positives (Charades' WAP).
+    gives `frame_wAP`, the APs weighted by each class's positives (Charades' WAP). A video
+    without a duration (PKU-MMD's label files) lasts its rows times `stride`.
     """
     full = read_ground_truth(ground_truth, ground_truth_format)
     truth = _subset(full, subset)
@@ -246,11 +247,14 @@ def evaluate_frames(
                 f"{predictions}: video {video!r}: score {video_scores[row, col]} (not finite) in "
                 f"row {row}, class {columns[col]!r}"
             )
-        if record.duration is None:
-            raise EvaluationError(f"{ground_truth}: video {video!r} has no duration")
         steps = len(video_scores)
-        step_seconds = record.duration / steps if stride is None else float(stride)
-        if stride is not None:
+        if record.duration is None and stride is None:
+            raise EvaluationError(
+                f"{ground_truth}: video {video!r} has no duration, and {predictions} no `stride`"
+            )
+        duration = steps * float(stride) if record.duration is None else record.duration
+        step_seconds = duration / steps if stride is None else float(stride)
+        if stride is not None and record.duration is not None:
             expected = video_steps(record.duration, float(stride))
             if abs(steps - expected) > 1:
                 raise EvaluationError(
@@ -259,11 +263,11 @@ def evaluate_frames(
                     "another video's scores. Fix: write one row per step of the video"
                 )
         if protocol == "charades":
-            times = np.arange(CHARADES_POINTS) / CHARADES_POINTS * record.duration  # as in .m
+            times = np.arange(CHARADES_POINTS) / CHARADES_POINTS * duration  # as in .m
             rows = np.minimum((times / step_seconds).astype(np.int64), steps - 1)
             video_scores = video_scores[rows]
         elif protocol == "pdan":
-            times = np.arange(steps) / (steps / record.duration)  # as PDAN's `fr / fps`
+            times = np.arange(steps) / (steps / duration)  # as PDAN's `fr / fps`
         else:
             times = (np.arange(steps) + 0.5) * step_seconds
         inside = _strictly_inside if protocol == "pdan" else _inside

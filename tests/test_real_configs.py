@@ -10,6 +10,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from pytorch_lightning import LightningDataModule, LightningModule
 
+from tests.cli_helpers import with_base
 from tests.conftest import REPO_ROOT
 
 CONFIGS = REPO_ROOT / "configs"
@@ -21,8 +22,13 @@ DATA_OF = {
 }
 
 
+# data configs whose models are another's: TSU cross-view (an overlay of cross-subject) and
+# PKU-MMD (51 classes and TSU's feature widths: TSU's models), tested in test_real_layouts.py
+SHARING_MODELS = {"tsu_i3d_cv", "pku_mmd_i3d"}
+
+
 def test_every_real_data_config_has_teachers() -> None:
-    used = set(DATA_OF.values())
+    used = set(DATA_OF.values()) | SHARING_MODELS
     assert {p.stem for p in (CONFIGS / "data" / "real").glob("*.yaml")} == used
 
 
@@ -35,7 +41,7 @@ def test_real_teacher_config_composes_and_runs_on_its_features(teacher: Path) ->
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_subclass_arguments(LightningModule, "model")
     parser.add_subclass_arguments(LightningDataModule, "data")
-    parsed = parser.parse_args(["--config", str(data), "--config", str(teacher)])
+    parsed = parser.parse_args(["--config", str(data), *with_base(teacher)])
     config = parsed.as_dict()
     module = parser.instantiate_classes(parsed.clone().update(None, "data")).model
     sources = config["data"]["init_args"]["modalities"]

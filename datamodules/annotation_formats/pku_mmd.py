@@ -24,16 +24,18 @@ FIRST_CLASS = 1
 
 
 def read_pku_mmd(
-    folder: str | Path, class_list: str | Path | None = None, subset: str = "all"
+    folder: str | Path, class_list: str | Path | None = None, subset: str | None = "all"
 ) -> AnnotationSet:
     """Read every `*.txt` label file of `folder`; the video id is the file name (`0002-L`).
 
     PKU-MMD publishes its class names only in a spreadsheet, so without `class_list` (a file of
     `1 <name>` ... `51 <name>` lines) the labels are the class numbers as strings. The label
     files do not say which split a sequence belongs to (the cross-subject and cross-view lists
-    do), so all records get `subset`.
+    do), so all records get `subset`; `subset=None` names it after the folder (labels split by
+    hand into `train/` and `test/` folders, as configs/data/real/pku_mmd_i3d.yaml reads them).
     """
     folder = Path(folder)
+    subset = folder.name if subset is None else subset
     files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(

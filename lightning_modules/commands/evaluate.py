@@ -113,9 +113,9 @@ def _parser() -> argparse.ArgumentParser:
             "--format",
             default=None,
             metavar="NAME",
-            help="the ground truth's layout, a reader of the data layer (tsu, multithumos, "
-            "thumos14_txt, charades, activitynet, ...; default: charades for .csv, else "
-            "activitynet)",
+            help="the ground truth's layout, a data config's annotation_format (tsu, pku_mmd, "
+            "multithumos, thumos14_txt, charades, activitynet, ...; default: charades for .csv, "
+            "else activitynet)",
         )
     sub["segments"].add_argument(
         "--tiou",

@@ -1,5 +1,5 @@
-"""`crossdistill reproduce TABLE [--data synthetic|DATA.yaml] [--rows A,B] [--seeds N] [--out DIR]
-[--smoke] [--jobs N] [--threads T]`."""
+"""`crossdistill reproduce TABLE [--data synthetic|DATA.yaml [OVERLAY.yaml ...]] [--rows A,B]
+[--seeds N] [--out DIR] [--smoke] [--jobs N] [--threads T]`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HELP = "train and test a paper table's rows (configs/experiments/), write results.md/json/png"
 
@@ -29,8 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--data",
-        default=SYNTHETIC,
-        help="'synthetic' (generated under OUT/data) or a data config for your own features",
+        nargs="+",
+        default=None,
+        help=f"'{SYNTHETIC}' (generated under OUT/data) or the data config(s) of your own "
+        "features, composed in order (e.g. tsu_i3d.yaml tsu_i3d_cv.yaml); default: the synthetic "
+        "benchmark, or the table's own data config for a table of a real dataset (no "
+        "`synthetic:` section)",
     )
     parser.add_argument(
         "--rows",
@@ -58,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def table_data(recipe: Any) -> list[str]:
+    """What a table trains on without `--data`: the synthetic benchmark it generates, or, for a
+    table of a real dataset (no `synthetic:` section), its own data config(s)."""
+    from lightning_modules.reproduce.runner import SYNTHETIC
+
+    return [SYNTHETIC] if recipe.synthetic else [str(path) for path in recipe.data]
+
+
 def main(argv: list[str]) -> int:
     from lightning_modules.reproduce import results
     from lightning_modules.reproduce.recipe import RecipeError, load_recipe
@@ -71,7 +84,8 @@ def main(argv: list[str]) -> int:
         if args.rows:
             recipe = recipe.only(args.rows)
         out = args.out or Path("outputs") / (recipe.table + ("-smoke" if args.smoke else ""))
-        runner = TableRunner(recipe, out, args.data)
+        data = args.data or table_data(recipe)
+        runner = TableRunner(recipe, out, data)
         left_out = [row.name for row in recipe.rows if row not in runner.recipe.rows]
         if left_out:
             print(f"{recipe.table}: rows {left_out} keep their own data config: left out")
@@ -83,7 +97,7 @@ def main(argv: list[str]) -> int:
         print(f"crossdistill reproduce: {error}", file=sys.stderr)
         return 2
     seeds = {row.name: runner.seeds(row) for row in recipe.rows}
-    table = results.collect(recipe, runner.results, args.data, seeds)
+    table = results.collect(recipe, runner.results, " ".join(data), seeds)
     markdown = results.write(table, out, recipe.columns)
     elapsed = time.perf_counter() - started
     print()

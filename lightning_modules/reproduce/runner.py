@@ -15,7 +15,7 @@ import logging
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,13 +76,16 @@ def _extract(argv: list[str]) -> None:
 class TableRunner:
     """Trains and tests what a recipe's rows need, in order, under `out`."""
 
-    def __init__(self, recipe: Recipe, out: Path, data: str = SYNTHETIC) -> None:
+    def __init__(self, recipe: Recipe, out: Path, data: str | Sequence[str] = SYNTHETIC) -> None:
+        """`data`: `synthetic`, or data config files composed in order (a base, then overlays)."""
         self.out = Path(out)
-        self.synthetic = data == SYNTHETIC
-        self.data_configs = recipe.data if self.synthetic else (Path(data),)
+        files = [data] if isinstance(data, str) else list(data)
+        self.synthetic = files == [SYNTHETIC]
+        self.data_configs = recipe.data if self.synthetic else tuple(Path(f) for f in files)
         if not self.synthetic:
-            if not Path(data).is_file():
-                raise RecipeError(f"--data {data}: no such data config")
+            for path in self.data_configs:
+                if not path.is_file():
+                    raise RecipeError(f"--data {path}: no such data config")
             recipe = recipe.on_table_data()
         self.recipe = recipe
         """The rows this run trains: on `--data`, those of the table's data config only."""
@@ -257,7 +260,8 @@ class TableRunner:
             found += [f"  row {row.name} ({_shown(row.fit[-1])}): {p}" for p in problems]
         if found:
             raise ReproduceError(
-                f"--data {self.data_configs[0]}: {len(found)} problem(s) before any training, "
+                f"--data {' '.join(map(str, self.data_configs))}: {len(found)} problem(s) before "
+                "any training, "
                 "each with its fix (edit the row's model config, or pass --rows to run the rows "
                 "that fit):\n" + "\n".join(found)
             )
