@@ -395,7 +395,7 @@ class ExportedStudent(TaskModule):
 
     def __init__(self, path: str, predictions_dir: str | None = None) -> None:
         export = read_export(path)
-        super().__init__(build_task(export), 0.0, 0.0, 0.0, "cosine", predictions_dir)
+        super().__init__(build_task(export), None, predictions_dir)
         self.save_init_args()
         self.export_info = {k: v for k, v in export.items() if k != "state_dict"}
         self.model = trained_model(export, path)
