@@ -109,3 +109,19 @@ def random_backbone_weights(config: Path, folder: Path) -> list[str]:
         torch.manual_seed(0)
         torch.save(getattr(video_models, arch)().state_dict(), path)
     return [f"--model.init_args.model.init_args.encoder.init_args.pretrained={path}"]
+
+
+def clip_run(bench: Path, runs: Path, *configs: str) -> list[str]:
+    """A one-step clip-recognition fit on the tiny benchmark (32x32 frames, no checkpoints)."""
+    return [
+        "--config", str(CONFIGS / "data/synthetic_clips.yaml"),
+        "--config", str(CONFIGS / "trainer/cpu.yaml"),
+        *[flag for config in configs for flag in ("--config", str(CONFIGS / config))],
+        f"--data.init_args.root={bench}", "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.modalities.rgb.init_args.size=32",
+        "--data.init_args.modalities.flow.init_args.size=32",
+        "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={runs}",
+    ]  # fmt: skip
