@@ -19,11 +19,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
+from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
 
 from lightning_modules.distillation import Objective, named_objectives
 from lightning_modules.models.outputs import ModelOutput
-from lightning_modules.task_module import TaskModule
+from lightning_modules.task_module import Optimisation, TaskModule
 from lightning_modules.tasks import Task
 from lightning_modules.teachers import Online, TeacherSource
 from lightning_modules.teachers.cache import objective_taps
@@ -43,7 +44,8 @@ class DistillModule(TaskModule):
             weight; the name is how the term is logged (`train/<name>`) and set from the
             command line (`--model.init_args.objectives.<name>.init_args.weight=0`).
         task_weight: weight of the ground-truth task loss (Radevski et al.'s lambda_GT).
-        lr, weight_decay, warmup_epochs, schedule, predictions_dir: as for TeacherModule.
+        lr, weight_decay, warmup_epochs, schedule, predictions_dir, optimizer,
+            backbone_lr_multiplier: as for TeacherModule.
         teacher_source: where the teachers' outputs come from:
             `lightning_modules.teachers.Online` (default, also for null) runs the teachers on
             every training batch (their inputs must be loaded);
@@ -64,8 +66,11 @@ class DistillModule(TaskModule):
         schedule: Literal["cosine", "linear"] = "cosine",
         predictions_dir: str | None = None,
         teacher_source: TeacherSource | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        backbone_lr_multiplier: float = 1.0,
     ) -> None:
-        super().__init__(task, lr, weight_decay, warmup_epochs, schedule, predictions_dir)
+        settings = (lr, weight_decay, warmup_epochs, schedule, optimizer, backbone_lr_multiplier)
+        super().__init__(task, Optimisation(*settings), predictions_dir)
         self.save_init_args()
         self.model = model
         self.objectives = nn.ModuleDict(named_objectives(objectives))

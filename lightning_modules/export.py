@@ -93,7 +93,7 @@ def model_config(hparams: Mapping[str, Any]) -> dict[str, Any]:
             "which the CLI (crossdistill fit) records. Fix: train through the CLI, or build the "
             "module with jsonargparse from a config"
         )
-    return _without_pretrained(_plain(value, MODEL_ARGUMENT))
+    return without_pretrained(_plain(value, MODEL_ARGUMENT))
 
 
 def export_payload(
@@ -174,16 +174,17 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
-def _without_pretrained(config: Any) -> Any:
-    """Clear every `pretrained` weights path: the export's state dict already holds them."""
+def without_pretrained(config: Any) -> Any:
+    """Clear every `pretrained` weights path of a model config: the export's state dict (or a
+    checkpoint's) already holds the weights, so rebuilding needs no other file."""
     if isinstance(config, dict):
-        out = {k: _without_pretrained(v) for k, v in config.items()}
+        out = {k: without_pretrained(v) for k, v in config.items()}
         args = out.get("init_args")
         if "class_path" in out and isinstance(args, dict) and args.get("pretrained"):
             out["init_args"] = {**args, "pretrained": None}
         return out
     if isinstance(config, list):
-        return [_without_pretrained(v) for v in config]
+        return [without_pretrained(v) for v in config]
     return config
 
 
@@ -395,7 +396,7 @@ class ExportedStudent(TaskModule):
 
     def __init__(self, path: str, predictions_dir: str | None = None) -> None:
         export = read_export(path)
-        super().__init__(build_task(export), 0.0, 0.0, 0.0, "cosine", predictions_dir)
+        super().__init__(build_task(export), None, predictions_dir)
         self.save_init_args()
         self.export_info = {k: v for k, v in export.items() if k != "state_dict"}
         self.model = trained_model(export, path)

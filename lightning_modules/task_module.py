@@ -1,5 +1,6 @@
 """What teacher and student training share: evaluation with the task's metrics, test
-predictions in `crossdistill evaluate`'s formats, and AdamW with warm-up and decay.
+predictions in `crossdistill evaluate`'s formats, and the optimiser (AdamW by default) on
+parameter groups, with warm-up and decay.
 
 `TeacherModule` and `DistillModule` differ only in the model they train (`self.model`) and in
 the training loss; everything measured is measured the same way for both.
@@ -10,15 +11,18 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
 
 from datamodules.errors import ConfigError
+from lightning_modules.models.encoder import ModalityEncoder
 from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.predictions import window_rows, write_predictions
 from lightning_modules.tasks import ClipTask, DenseTask, SegmentTask, Task
@@ -38,6 +42,54 @@ def warmup_then_decay(
         return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
 
     return factor
+
+
+@dataclass(frozen=True)
+class Optimisation:
+    """How a TaskModule trains its model (the modules' arguments of the same names).
+
+    `optimizer` builds the optimiser from parameter groups, each carrying its own `lr` and
+    `weight_decay`, which replace the optimizer's own (the `lr` / `weight_decay` that the
+    resolved config shows among its init_args are not used): the parameters of
+    pretrained backbones (`ModalityEncoder.backbone_parameters`) at `lr *
+    backbone_lr_multiplier`, the rest at `lr`. The factor of `warmup_then_decay` scales every
+    group's rate alike, step by step.
+    """
+
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    schedule: Literal["cosine", "linear"]
+    optimizer: OptimizerCallable
+    backbone_lr_multiplier: float
+
+    def __post_init__(self) -> None:
+        if self.backbone_lr_multiplier < 0:
+            raise ConfigError(
+                f"backbone_lr_multiplier is {self.backbone_lr_multiplier}; it is >= 0 "
+                "(0: its weights stay as loaded; the encoder's `freeze` also keeps its BatchNorm "
+                "statistics)"
+            )
+
+    def parameter_groups(self, model: nn.Module, trainable: Iterable[nn.Parameter]) -> list[dict]:
+        """The trainable parameters in groups: `other` at `lr`, `backbone` (when the model has
+        a pretrained backbone) at `lr * backbone_lr_multiplier`; empty groups left out."""
+        backbone = {
+            id(p)
+            for encoder in model.modules()
+            if isinstance(encoder, ModalityEncoder)
+            for p in encoder.backbone_parameters()
+        }
+        params = list(trainable)
+        groups = [
+            ("other", [p for p in params if id(p) not in backbone], 1.0),
+            ("backbone", [p for p in params if id(p) in backbone], self.backbone_lr_multiplier),
+        ]
+        return [
+            {"name": name, "params": ps, "lr": self.lr * factor, "weight_decay": self.weight_decay}
+            for name, ps, factor in groups
+            if ps
+        ]
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -105,18 +157,13 @@ class TaskModule(pl.LightningModule):
     model: nn.Module
 
     def __init__(
-        self,
-        task: Task,
-        lr: float,
-        weight_decay: float,
-        warmup_epochs: float,
-        schedule: Literal["cosine", "linear"],
-        predictions_dir: str | None,
+        self, task: Task, optimisation: Optimisation | None, predictions_dir: str | None
     ) -> None:
+        """`optimisation` is None for a module that only evaluates (a student export)."""
         super().__init__()
         self.task = task
         self.task_name = TASK_NAMES[type(task)]
-        self.optimiser_settings = (lr, weight_decay, warmup_epochs, schedule)
+        self.optimisation = optimisation
         self.predictions_dir = predictions_dir
         self.metrics = nn.ModuleDict()
         self.loss_terms: dict[str, torch.Tensor] = {}
@@ -245,13 +292,16 @@ class TaskModule(pl.LightningModule):
         return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        lr, weight_decay, warmup_epochs, schedule = self.optimiser_settings
-        optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=lr, weight_decay=weight_decay)
+        settings = self.optimisation
+        if settings is None:
+            raise RuntimeError(f"{type(self).__name__} evaluates only; it has no optimiser")
+        groups = settings.parameter_groups(self.model, self.trainable_parameters())
+        optimizer = settings.optimizer(groups)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        warmup = max(1, round(warmup_epochs * per_epoch))
+        warmup = max(1, round(settings.warmup_epochs * per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_then_decay(total, warmup, schedule)
+            optimizer, warmup_then_decay(total, warmup, settings.schedule)
         )
         return {
             "optimizer": optimizer,

@@ -10,23 +10,30 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
 
-from lightning_modules.task_module import TaskModule
+from lightning_modules.task_module import Optimisation, TaskModule
 from lightning_modules.tasks import Task
 
 
 class TeacherModule(TaskModule):
-    """Train `model` on the task's ground truth, with AdamW, warm-up and decay.
+    """Train `model` on the task's ground truth, with AdamW (or `optimizer`), warm-up and decay.
 
     Args:
         model: any module called as `model(batch["inputs"], batch["mask"]) -> ModelOutput`.
         task: the task family; it owns the loss, the decoding and the metrics.
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
+        lr: peak learning rate (of every parameter group, times its multiplier).
+        weight_decay: weight decay of every parameter group.
         warmup_epochs: linear warm-up length, in epochs (fractions allowed).
         schedule: decay after warm-up, over the whole run.
         predictions_dir: where `test` writes predictions files (default: the run's log dir).
+        optimizer: the optimiser class and its other arguments, e.g. `{class_path:
+            torch.optim.SGD, init_args: {momentum: 0.9}}`; `lr` and `weight_decay` come from
+            the two arguments above, per parameter group.
+        backbone_lr_multiplier: the learning rate of pretrained backbones (a
+            `TorchvisionVideoEncoder`'s network) is `lr` times this, e.g. 0.1 to fine-tune
+            gently; the rest of the model trains at `lr`.
     """
 
     def __init__(
@@ -38,8 +45,11 @@ class TeacherModule(TaskModule):
         warmup_epochs: float = 1.0,
         schedule: Literal["cosine", "linear"] = "cosine",
         predictions_dir: str | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        backbone_lr_multiplier: float = 1.0,
     ) -> None:
-        super().__init__(task, lr, weight_decay, warmup_epochs, schedule, predictions_dir)
+        settings = (lr, weight_decay, warmup_epochs, schedule, optimizer, backbone_lr_multiplier)
+        super().__init__(task, Optimisation(*settings), predictions_dir)
         self.save_init_args()
         self.model = model
         self.held_out_digest: str | None = None

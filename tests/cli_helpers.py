@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision.models.video as video_models
 import yaml
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
@@ -91,3 +93,35 @@ def build_cli(args: list[str]) -> LightningCLI:
         run=False,
         save_config_kwargs={"overwrite": True},
     )
+
+
+def random_backbone_weights(config: Path, folder: Path) -> list[str]:
+    """For a config whose encoder is a `TorchvisionVideoEncoder`: its architecture with random
+    weights saved to a file in `folder` (as a user saves torchvision's published ones) and the
+    flag that points `pretrained` at it; no flag for other configs."""
+    model = yaml.safe_load(config.read_text())["model"]["init_args"].get("model") or {}
+    encoder = (model.get("init_args") or {}).get("encoder") or {}
+    if not str(encoder.get("class_path")).endswith("TorchvisionVideoEncoder"):
+        return []
+    arch = encoder["init_args"]["arch"]
+    path = folder / f"{arch}_random.pt"
+    if not path.is_file():
+        torch.manual_seed(0)
+        torch.save(getattr(video_models, arch)().state_dict(), path)
+    return [f"--model.init_args.model.init_args.encoder.init_args.pretrained={path}"]
+
+
+def clip_run(bench: Path, runs: Path, *configs: str) -> list[str]:
+    """A one-step clip-recognition fit on the tiny benchmark (32x32 frames, no checkpoints)."""
+    return [
+        "--config", str(CONFIGS / "data/synthetic_clips.yaml"),
+        "--config", str(CONFIGS / "trainer/cpu.yaml"),
+        *[flag for config in configs for flag in ("--config", str(CONFIGS / config))],
+        f"--data.init_args.root={bench}", "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.modalities.rgb.init_args.size=32",
+        "--data.init_args.modalities.flow.init_args.size=32",
+        "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={runs}",
+    ]  # fmt: skip

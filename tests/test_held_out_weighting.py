@@ -19,24 +19,7 @@ from lightning_modules.distillation import EnsembleLogitKD
 from lightning_modules.models import ActionModel, ClipHead, VideoCNN
 from lightning_modules.tasks import ClipTask
 from lightning_modules.teachers import Cached, load_frozen_teacher
-from tests.cli_helpers import CONFIGS, CONSOLE_SCRIPT, build_cli
-
-
-def clip_run(bench: Path, runs: Path, *configs: str) -> list[str]:
-    """A one-step clip-recognition fit on the tiny benchmark (32x32 frames, no checkpoints)."""
-    return [
-        "--config", str(CONFIGS / "data/synthetic_clips.yaml"),
-        "--config", str(CONFIGS / "trainer/cpu.yaml"),
-        *[flag for config in configs for flag in ("--config", str(CONFIGS / config))],
-        f"--data.init_args.root={bench}", "--data.init_args.num_workers=0",
-        "--data.init_args.batch_size=4",
-        "--data.init_args.modalities.rgb.init_args.size=32",
-        "--data.init_args.modalities.flow.init_args.size=32",
-        "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={runs}",
-    ]  # fmt: skip
-
+from tests.cli_helpers import CONSOLE_SCRIPT, build_cli, clip_run
 
 HELD_OUT = "--data.init_args.held_out_fraction=0.25"
 HELD_OUT_KD = (

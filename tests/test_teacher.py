@@ -13,6 +13,7 @@ import torch
 
 from lightning_modules.commands.evaluate import main as evaluate_main
 from tests.cli_helpers import build_cli as cli
+from tests.cli_helpers import random_backbone_weights
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark, with_random_features
 
@@ -68,7 +69,7 @@ def test_every_teacher_config_trains_one_batch(
         *args, "--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config", str(config),
         f"--data.init_args.root={root}", "--data.init_args.num_workers=0",
         "--data.init_args.batch_size=2", "--trainer.fast_dev_run=1",
-        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.default_root_dir={tmp_path}", *random_backbone_weights(config, tmp_path),
     ])  # fmt: skip
     before = {k: v.clone() for k, v in built.model.state_dict().items() if v.is_floating_point()}
     built.trainer.fit(built.model, built.datamodule)

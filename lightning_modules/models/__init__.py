@@ -13,6 +13,7 @@ from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.models.pdan import PDAN
 from lightning_modules.models.pyramids import ConvPyramid, TransformerPyramid
 from lightning_modules.models.segment_head import SegmentHead
+from lightning_modules.models.torchvision_video import TorchvisionVideoEncoder
 from lightning_modules.models.video import VideoCNN, VideoTransformer
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ModalityEncoder",
     "ModelOutput",
     "SegmentHead",
+    "TorchvisionVideoEncoder",
     "TransformerPyramid",
     "VideoCNN",
     "VideoTransformer",

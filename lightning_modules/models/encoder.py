@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,6 +34,11 @@ class ModalityEncoder(nn.Module):
         frames = inputs[self.modality].shape[self.time_dim]
         features = self.encode(inputs, resample_mask(mask, frames))
         return resample_time(features, mask.shape[1]) * mask[:, None].to(features.dtype)
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters of a pretrained backbone, which train at `lr *
+        backbone_lr_multiplier` (`TaskModule`); none for an encoder trained from scratch."""
+        return iter(())
 
     def encode(self, inputs: Mapping[str, Tensor], mask: Tensor) -> Tensor:
         """`(B, out_channels, frames)` from the modality, `mask (B, frames)` valid frames."""

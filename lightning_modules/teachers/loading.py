@@ -9,13 +9,14 @@ Lightning, and never written into the student's checkpoint.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightning_modules.export import without_pretrained
 from lightning_modules.models.encoder import ModalityEncoder
 from lightning_modules.runs.checkpoint_io import DamagedCheckpointError, check_checkpoint_file
 from lightning_modules.task_module import CheckpointMismatchError, plain_class_names
@@ -34,9 +35,10 @@ TRAIN_A_TEACHER = (
 )
 
 
-def check_teacher_file(path: Path) -> None:
+def check_teacher_file(path: Path) -> dict[str, Any]:
     """Refuse, naming the file, what it is and the fix, anything that is not a TeacherModule
-    checkpoint: a text file, a student export, a distilled student's checkpoint."""
+    checkpoint: a text file, a student export, a distilled student's checkpoint. Returns the
+    checkpoint (memory-mapped)."""
     try:
         check_checkpoint_file(path)
     except DamagedCheckpointError:
@@ -69,6 +71,7 @@ def check_teacher_file(path: Path) -> None:
             f"teacher checkpoint {path} is a torch file but not a Lightning checkpoint (keys "
             f"{sorted(checkpoint)[:6]}). {TRAIN_A_TEACHER}"
         )
+    return checkpoint
 
 
 def load_teacher_module(checkpoint: str | Path) -> TeacherModule:
@@ -80,8 +83,10 @@ def load_teacher_module(checkpoint: str | Path) -> TeacherModule:
             f"teacher checkpoint {path} does not exist. Fix: train the teacher first "
             "(crossdistill fit --config configs/teacher/...) and point teachers.<name> at its .ckpt"
         )
-    check_teacher_file(path)
-    module = TeacherModule.load_from_checkpoint(path, map_location="cpu")
+    model = check_teacher_file(path)["hyper_parameters"].get("model")
+    # the checkpoint holds every weight: a backbone's `pretrained` file is not read again
+    rebuilt = {"model": without_pretrained(model)} if isinstance(model, Mapping) else {}
+    module = TeacherModule.load_from_checkpoint(path, map_location="cpu", **rebuilt)
     module.model.eval()
     module.model.requires_grad_(False)
     return module
