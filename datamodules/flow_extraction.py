@@ -18,6 +18,7 @@ video's frame rate and frame count.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -152,6 +153,8 @@ def extract_video(video: Path, out: Path, settings: FlowSettings) -> VideoResult
     except Exception as err:
         raise FlowExtractionError(f"{video}: cannot be read as a video ({err})") from err
     fps, video_id = reader.fps, video.stem
+    if reader.frame_count < 2:
+        raise FlowExtractionError(f"{video}: has {reader.frame_count} frame(s); flow needs 2")
     output = output_path(out, video_id, settings.format)
     if is_complete(output, settings.format, reader.frame_count):
         return VideoResult(video_id, reader.frame_count, fps, 0.0, skipped=True)
@@ -165,7 +168,7 @@ def extract_video(video: Path, out: Path, settings: FlowSettings) -> VideoResult
         raise FlowExtractionError(f"{video}: {type(err).__name__}: {err}") from err
     if frames < 2:
         _remove(pending)
-        raise FlowExtractionError(f"{video}: has {frames} frame(s); flow needs at least 2")
+        raise FlowExtractionError(f"{video}: {frames} frame(s) could be decoded; flow needs 2")
     if output.exists():  # incomplete: replaced by the complete one
         _remove_incomplete(output)
     if settings.format == "video":
@@ -261,6 +264,14 @@ def extract_folder(
     except (OSError, RuntimeError, ValueError) as err:
         raise FlowExtractionError(str(err)) from err
     out.mkdir(parents=True, exist_ok=True)
+    previous = _read_manifest(out)
+    if previous and previous.get("settings") != _recorded(settings):
+        raise FlowExtractionError(
+            f"{out} holds flow computed with other settings ({previous.get('settings')}; now "
+            f"{_recorded(settings)}), which a resume would mix. Fix: choose another --out, or "
+            "the settings of flow.json"
+        )
+    _write_manifest(out, settings, [])  # first, so that an interrupted run is known too
     results: list[VideoResult] = []
     failures: list[str] = []
 
@@ -298,30 +309,33 @@ def _attempt(video: Path, out: Path, settings: FlowSettings) -> VideoResult | st
         return f"{video}: {err}"
 
 
-def _write_manifest(out: Path, settings: FlowSettings, results: list[VideoResult]) -> None:
-    path = out / MANIFEST
-    videos: dict = {}
-    if path.is_file():
-        import json
+def _recorded(settings: FlowSettings) -> dict:
+    """The settings that make the flow what it is, as flow.json records them (not the device)."""
+    recorded = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
+    recorded.pop("device")
+    return recorded
 
-        try:
-            previous = json.loads(path.read_text())
-            if previous.get("settings", {}).get("format") == settings.format:
-                videos = previous.get("videos", {})
-        except ValueError:
-            videos = {}
+
+def _read_manifest(out: Path) -> dict:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_manifest(out: Path, settings: FlowSettings, results: list[VideoResult]) -> None:
+    videos = _read_manifest(out).get("videos", {})
     for result in results:
         videos[result.video_id] = {"fps": result.fps, "frames": result.frames}
-    recorded = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
     layout = (
         "{video_id}.mp4"
         if settings.format == "video"
         else "{video_id}/" + ", ".join(JPEG_FRAMES.templates)
     )
     write_json_atomic(
-        path,
+        out / MANIFEST,
         {
-            "settings": recorded,
+            "settings": _recorded(settings),
             "layout": layout,
             "encoding": "value = clip(round(128 + flow_px * 127 / bound), 1, 255)",
             "flow": "frame t -> t+1"

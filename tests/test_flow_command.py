@@ -3,6 +3,7 @@ FlowSource, resume, unreadable videos and other errors."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,7 @@ from datamodules.optical_flow import (
 )
 from datamodules.sources import FlowSource
 from datamodules.sources.decoders import PyAVReader
+from datamodules.video_io import write_video
 from lightning_modules.commands import main
 from tests.data_helpers import write_videos
 
@@ -202,3 +204,25 @@ def test_jpeg_flow_without_a_frame_rate_says_where_to_give_it(videos: Path, tmp_
     [problem] = source.check(VideoRecord("left", "training", 0.6, fps=None))
     assert "frame rate of the frame folder is unknown" in str(problem)
     assert "init_args.fps" in str(problem)
+
+
+def test_a_folder_of_flow_with_other_settings_is_not_mixed(
+    videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert run_flow(videos, tmp_path / "flow") == 0
+    assert run_flow(videos, tmp_path / "flow", "--bound", "10") == 1
+    assert "holds flow computed with other settings" in capsys.readouterr().err
+    recorded = json.loads((tmp_path / "flow" / "flow.json").read_text())
+    assert recorded["settings"]["bound"] == 20.0 and recorded["settings"]["method"] == "dis"
+    assert recorded["videos"] == {
+        "down": {"fps": FPS, "frames": FRAMES},
+        "left": {"fps": FPS, "frames": FRAMES},
+    }
+
+
+def test_a_video_of_one_frame_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.data_helpers import textured_frames
+
+    write_video(tmp_path / "videos" / "still.mp4", textured_frames((0, 0), count=1), FPS)
+    assert run_flow(tmp_path / "videos", tmp_path / "flow") == 1
+    assert "still.mp4: has 1 frame(s); flow needs 2" in capsys.readouterr().err
