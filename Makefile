@@ -11,6 +11,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	# OpenCV is now its contrib build (TV-L1 flow); both packages install the same cv2 files, so a
+	# .venv made before holds the plain one: remove both, and the install below puts contrib back
+	if $(BIN)/python -m pip show --quiet opencv-python-headless 2>/dev/null; then \
+		$(BIN)/python -m pip uninstall --quiet -y opencv-python-headless opencv-contrib-python-headless; fi
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 

@@ -13,11 +13,14 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 import torch
 
+from datamodules.grid import TimeGrid
 from datamodules.synthetic import SyntheticConfig, generate_benchmark
+from datamodules.video_io import write_video
 
 TINY = SyntheticConfig(videos=6, min_duration=8.0, max_duration=12.0)
 _generated: dict[str, Path] = {}
@@ -46,6 +49,15 @@ def index_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
         frames[index, : height // 2] = (index % 16) * 16 + 8
         frames[index, height // 2 :] = (index // 16) * 16 + 8
     return frames
+
+
+INDEX_VIDEO_GRIDS = [
+    TimeGrid(0.0, 3.2, 32),  # one step per frame
+    TimeGrid(4.0, 10.4, 32),  # two frames per step
+    TimeGrid(11.3, 12.9, 16),  # runs past the end (12 s of 120 frames at 10 fps): padding
+    TimeGrid(2.05, 2.85, 16),  # half a frame per step, off the frame grid
+]
+"""Windows on a 12 s index video (`write_index_video(path, 120)`) that exercise the grid rules."""
 
 
 def write_index_video(path: Path, count: int, fps: float = 10.0, height: int = 48) -> Path:
@@ -89,3 +101,21 @@ def with_random_features(root: Path, destination: Path) -> Path:
             steps = round(video["duration"] * video["fps"])
             np.save(folder / f"{video_id}.npy", rng.normal(size=(steps, dim)).astype(np.float32))
     return copy
+
+
+def textured_frames(shift: tuple[int, int], count: int = 6, side: int = 40) -> np.ndarray:
+    """A smooth random texture moving by `shift` (x, y) pixels per frame."""
+    rng = np.random.default_rng(sum(shift))
+    texture = cv2.GaussianBlur((rng.random((side, side, 3)) * 255).astype(np.uint8), (7, 7), 0)
+    return np.stack(
+        [np.roll(texture, (t * shift[1], t * shift[0]), axis=(0, 1)) for t in range(count)]
+    )
+
+
+def write_videos(folder: Path, fps: float = 10.0) -> Path:
+    """Two 6-frame 40x40 videos of moving texture: `left.mp4` (x 1 px per frame) and `down.mp4`
+    (x 1, y 2), for flow."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_video(folder / "left.mp4", textured_frames((1, 0)), fps)
+    write_video(folder / "down.mp4", textured_frames((1, 2)), fps)
+    return folder

@@ -22,7 +22,7 @@ from datamodules.sources import (
 )
 from datamodules.sources.base import ReaderCache
 from datamodules.video_io import write_video
-from tests.data_helpers import read_indices, write_index_video
+from tests.data_helpers import INDEX_VIDEO_GRIDS, read_indices, write_index_video
 
 FPS = 10.0
 FRAMES = 120
@@ -45,15 +45,7 @@ def bound(source, root: Path, name: str = "m"):
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
-@pytest.mark.parametrize(
-    "grid",
-    [
-        TimeGrid(0.0, 3.2, 32),  # one step per frame
-        TimeGrid(4.0, 10.4, 32),  # two frames per step
-        TimeGrid(11.3, 12.9, 16),  # runs past the end (12 s): padding
-        TimeGrid(2.05, 2.85, 16),  # half a frame per step, off the frame grid
-    ],
-)
+@pytest.mark.parametrize("grid", INDEX_VIDEO_GRIDS)
 def test_video_returns_the_frame_on_screen_at_each_step(root: Path, backend: str, grid) -> None:
     source = bound(VideoSource("videos/{video_id}.mp4", size=48, backend=backend), root)
     rgb = source.load(record(), grid)["m"]

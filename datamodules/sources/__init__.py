@@ -2,9 +2,9 @@
 
 | class            | files                               | output per sample                      |
 |------------------|-------------------------------------|----------------------------------------|
-| `VideoSource`    | mp4 (decord, or PyAV)               | `(3, T, S, S)` RGB in [0, 1]           |
-| `FlowSource`     | quantised flow mp4, or npy          | `(2, T, S, S)` pixels / bound          |
-| `KeypointSource` | npy `(frames, K, 3)`                | `(T, K, 3)` x, y in [0, 1], confidence |
+| `VideoSource`    | mp4 (decord, or PyAV), frame folder | `(3, T, S, S)` RGB in [0, 1]           |
+| `FlowSource`     | quantised flow mp4 or JPEG pairs, npy | `(2, T, S, S)` pixels / bound        |
+| `KeypointSource` | npy `(frames, K, 3)`, named layouts | `(T, K, 3)` x, y in [0, 1], confidence |
 | `BoxSource`      | per-video JSON                      | `(T, N, 6)` boxes and `(T, N)` mask    |
 | `FeatureSource`  | npy `(T_file, D)` on a stride grid  | `(D, T)`                               |
 | `TeacherCacheSource` | npy `(steps, D)`, a teacher's outputs | `(D, T)` (see `teacher_cache`)   |

@@ -164,7 +164,7 @@ class Source:
     def check(self, record: VideoRecord) -> list[Problem]:
         """What would break loading this video's file (empty when it is fine)."""
         path = self.file(record.video_id)
-        if not path.is_file():
+        if not path.exists():
             return [
                 self.problem(
                     path,

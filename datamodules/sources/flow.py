@@ -1,9 +1,11 @@
 """Optical flow on the grid as `(2, T, S, S)`: x and y displacement in output pixels / `bound`.
 
-Two storages, told apart by the file name: the synthetic benchmark's quantised flow video
-(`.mp4`, see `datamodules.optical_flow`), decoded like RGB and dequantised; and `.npy` arrays
-`(T, H, W, 2)` in pixels per frame. Displacements are rescaled with the frames (a frame halved
-in size moves half as many pixels), so flow stays in pixels of the tensor it lives in.
+Three storages, told apart by the path: the project's quantised flow video (`.mp4`, see
+`datamodules.optical_flow`), decoded like RGB and dequantised; a folder of quantised JPEG pairs (a
+path without extension, `flow/{video_id}` holding `flow_x_00001.jpg`, `flow_y_00001.jpg`, ...: the
+TSN/I3D/denseflow layout, read as a frame folder); and `.npy` arrays `(T, H, W, 2)` in pixels per
+frame. `crossdistill flow` writes the first two. Displacements are rescaled with the frames (a frame
+halved in size moves half as many pixels), so flow stays in pixels of the tensor it lives in.
 """
 
 from __future__ import annotations
@@ -30,25 +32,32 @@ from datamodules.sources.video import FramesFromVideo, on_steps, square_resize
 
 
 class FlowSource(FramesFromVideo):
-    """Optical flow, from a quantised flow video (`.mp4`) or an array (`.npy`, `(T, H, W, 2)`).
+    """Optical flow, from a quantised flow video (`.mp4`), a folder of quantised JPEG pairs or an
+    array (`.npy`, `(T, H, W, 2)`).
 
     Args:
-        path: the flow file of each id, e.g. `flow/{video_id}.mp4` (manifest default).
+        path: the flow file of each id, e.g. `flow/{video_id}.mp4` (manifest default), or its
+            folder of JPEG pairs, without an extension, e.g. `flow/{video_id}`.
         bound: displacement, in output pixels, that maps to 1.0; also the quantisation bound of
-            flow videos (manifest default `bound_px`).
+            flow videos and JPEG pairs (manifest default `bound_px`; 20 is usual for JPEGs).
         size: side of the square output, pixels.
         backend: video decoder for `.mp4` flow, `decord` or `pyav`.
         cache_mb: decoded flow frames of `.mp4` flow each worker keeps, in MiB (see
             `VideoSource`).
-        fps: frame rate of `.npy` flow; default the manifest's, else the annotation's (videos
-            carry their own).
+        fps: frame rate of `.npy` flow and of JPEG folders; default the manifest's, else the
+            annotation's (videos carry their own).
         resample: spread the file's frames over the annotated duration when their count
             disagrees with it by more than one frame.
+        frames: the x and y file names of each frame in a JPEG folder, with one integer field
+            for its number (default TSN's and denseflow's `flow_x_{:05d}.jpg`,
+            `flow_y_{:05d}.jpg`; EPIC-KITCHENS: `u/frame_{:010d}.jpg`, `v/frame_{:010d}.jpg`).
+        first_frame: the number of a folder's first frame (1 in TSN, denseflow, EPIC-KITCHENS).
     """
 
     kind = "flow"
     time_axis = 1
     channels: ClassVar[int] = 2
+    default_frames = ("flow_x_{:05d}.jpg", "flow_y_{:05d}.jpg")
 
     def __init__(
         self,
@@ -59,14 +68,18 @@ class FlowSource(FramesFromVideo):
         cache_mb: int = 0,
         fps: float | None = None,
         resample: bool = False,
+        frames: list[str] | None = None,
+        first_frame: int = 1,
     ) -> None:
-        super().__init__(path, size, backend, cache_mb, resample)
+        super().__init__(path, size, backend, cache_mb, resample, fps, frames, first_frame)
+        if len(self.frames) != 2:
+            raise ValueError(f"flow frames need two names, x then y, got {list(self.frames)}")
         self.bound = bound
-        self.fps = fps
 
     def configure(self, entry: dict[str, Any], manifest: dict[str, Any]) -> None:
         if self.fps is None:
             self.fps = manifest.get("fps")
+        super().configure(entry, manifest)
         if self.bound is None:
             self.bound = entry.get("bound_px")
         if self.bound is None or self.bound <= 0:

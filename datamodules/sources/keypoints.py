@@ -1,8 +1,10 @@
 """Body keypoints on the grid as `(T, K, 3)`: x, y normalised to the shared square view, score.
 
-Files are `.npy` arrays `(frames, K, 3)` of x, y in pixels of the video and a confidence (0 for
-a joint the detector missed). Coordinates are divided by the centred square of the frame that
-the video sources also cut, so keypoints, boxes and pixels agree on where things are.
+Files are `.npy` arrays `(frames, K, 3)` of x, y in pixels of the video and a confidence (0 for a
+joint the detector missed), their joints in the order of a named layout (`coco17`, `ntu25`:
+`datamodules.skeletons`) or of the configured joint names. Coordinates are divided by the centred
+square of the frame that the video sources also cut, so keypoints, boxes and pixels agree on where
+things are.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor
 
 from datamodules.annotations import VideoRecord
 from datamodules.grid import TimeGrid, expected_frames, interpolate, resampled_positions
+from datamodules.skeletons import skeleton
 from datamodules.sources.base import (
     DataError,
     Problem,
@@ -39,6 +42,8 @@ class KeypointSource(Source):
         fps: frame rate of the files; default the manifest's, else the annotation's.
         resample: interpolate linearly over the annotated duration when the file's length
             disagrees with it by more than one frame.
+        layout: a named skeleton layout, `coco17` or `ntu25` (`datamodules.skeletons`), which
+            gives the joint names; every file must have its number of joints.
     """
 
     kind = "keypoints"
@@ -51,9 +56,19 @@ class KeypointSource(Source):
         joints: list[str] | None = None,
         fps: float | None = None,
         resample: bool = False,
+        layout: str | None = None,
     ) -> None:
         super().__init__(path, resample)
         self.image_size = image_size
+        self.layout = layout
+        if layout is not None:
+            named = list(skeleton(layout).joints)
+            if joints is not None and list(joints) != named:
+                raise ValueError(
+                    f"keypoints: joints {list(joints)} disagree with layout {layout!r} "
+                    f"({named}). Fix: give one of them"
+                )
+            joints = named
         self.joints = joints
         self.fps = fps
 
@@ -103,7 +118,13 @@ class KeypointSource(Source):
                     record,
                     f"has shape {array.shape}, not {wanted}",
                     f"store keypoints as {wanted} [x, y, confidence]"
-                    + (f" for the {joints} joints {self.joints}" if joints else ""),
+                    + (f" for the {joints} joints {self.joints}" if joints else "")
+                    + (
+                        f", as layout {self.layout!r} has them, or choose the layout of the "
+                        "files (modalities.NAME.init_args.layout: coco17 or ntu25)"
+                        if self.layout
+                        else ""
+                    ),
                 )
             ]
         if bad := non_finite(array):

@@ -8,6 +8,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from datamodules.skeletons import skeleton as named_skeleton
 from lightning_modules.models.encoder import ModalityEncoder
 
 
@@ -71,20 +72,37 @@ class KeypointGCN(ModalityEncoder):
     the frame stays visible. The confidence is an input channel and zeroes dropped joints.
     Features are averaged over joints. Padded steps are zeroed on input, so what they held
     never reaches a valid output.
+
+    The graph is a named layout (`skeleton: coco17` or `ntu25`, see `datamodules.skeletons`) or
+    given as `num_joints` and `bones` (pairs of 0-based joint indices).
     """
 
     time_dim = 1
 
     def __init__(
         self,
-        num_joints: int,
-        bones: Sequence[Sequence[int]],
+        num_joints: int | None = None,
+        bones: Sequence[Sequence[int]] | None = None,
         modality: str = "pose",
         channels: Sequence[int] = (32, 64, 64),
         temporal_kernel: int = 9,
         dropout: float = 0.0,
+        skeleton: str | None = None,
     ) -> None:
         super().__init__(modality, channels[-1])
+        if skeleton is not None:
+            if num_joints is not None or bones is not None:
+                raise ValueError(
+                    f"KeypointGCN: give a skeleton layout ({skeleton!r}) or num_joints and "
+                    "bones, not both"
+                )
+            layout = named_skeleton(skeleton)
+            num_joints, bones = layout.num_joints, layout.bones
+        if num_joints is None or bones is None:
+            raise ValueError(
+                "KeypointGCN needs a skeleton layout (skeleton: coco17 or ntu25) or num_joints "
+                "and bones"
+            )
         partitions = skeleton_partitions(num_joints, bones)
         blocks, cin = [], 3
         for cout in channels:
