@@ -23,7 +23,7 @@ from tests.conftest import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
 QUICK = [
-    "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0",
+    "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0",
     "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
     "--trainer.log_every_n_steps=1", "--data.init_args.num_workers=0",
 ]  # fmt: skip
