@@ -186,7 +186,7 @@ def lay_out(layout: Layout, workdir: Path, realdata: Path, request: pytest.Fixtu
         assert main(command.split()[1:]) == 0, command
 
 
-@pytest.mark.slow  # 35-50 s a dense layout, 100-220 s a segment one, on the shared 2-core CPU
+@pytest.mark.slow  # 35-50 s a dense layout, 100-220 s a segment one, 20 s a clip one (2 cores)
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_shipped_configs_check_train_test_and_evaluate(
     name: str, realdata: Path, workdir: Path, request: pytest.FixtureRequest
@@ -273,7 +273,7 @@ WALK = {
 }
 
 
-@pytest.mark.slow  # about 70 s: three rows trained and tested
+@pytest.mark.slow  # about 70 s: three rows trained and tested (clip tables: 25-35 s, four rows)
 @pytest.mark.parametrize("name", sorted(WALK))
 def test_readme_walk_from_feature_files_to_a_table(
     name: str,
