@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from datamodules.annotations import read_activitynet
@@ -186,3 +187,131 @@ def _write_json(path: Path, real: Path, chosen: list[str]) -> None:
     cut["classes"] = list(read_activitynet(real).classes)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cut))
+
+
+# ---------------------------------------------------------------------- EPIC-KITCHENS-100
+# the shortest videos of the real validation file: two stay validation videos, the narrations
+# of the other two make the train file (the real EPIC_100_train.csv is not in ../shared)
+EPIC_VIDEOS = {"validation": ("P03_26", "P26_30"), "train": ("P28_23", "P32_07")}
+EPIC_FRAME = (56, 32)  # width, height: EPIC's frames are 456 x 256, a sixteenth of the area kept
+
+
+def epic_kitchens_100(root: Path, realdata: Path) -> None:
+    """The real `EPIC_100_validation.csv` cut to the narrations of a few short videos, some of
+    them written as `EPIC_100_train.csv`, the real class and video-info CSVs (video info cut to
+    those videos); `rgb_frames/<id>/frame_0000000001.jpg`, ... at EPIC's released rate (50 fps
+    for 50-fps videos, else 60) over each video's duration, and `flow_frames/<id>/{u,v}/` at
+    half that rate."""
+    real = realdata / "epic_kitchens_100"
+    annotations = root / "annotations"
+    annotations.mkdir(parents=True)
+    for name in ("EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv"):
+        (annotations / name).write_text((real / name).read_text())
+    chosen = [video for videos in EPIC_VIDEOS.values() for video in videos]
+    _cut_csv(real / "EPIC_100_video_info.csv", annotations / "EPIC_100_video_info.csv", chosen)
+    for subset, videos in EPIC_VIDEOS.items():
+        _cut_csv(real / "EPIC_100_validation.csv", annotations / f"EPIC_100_{subset}.csv", videos)
+    with open(annotations / "EPIC_100_video_info.csv", newline="") as handle:
+        info = {row["video_id"]: row for row in csv.DictReader(handle)}
+    images = _jpegs(EPIC_FRAME, 4)
+    for video in chosen:
+        duration, fps = float(info[video]["duration"]), float(info[video]["fps"])
+        rate = 50 if round(fps) == 50 else 60
+        frames = int(duration * rate)
+        _write_frames(root / "rgb_frames" / video, "frame_{:010d}.jpg", frames, images)
+        for plane in ("u", "v"):
+            _write_frames(
+                root / "flow_frames" / video / plane, "frame_{:010d}.jpg", frames // 2, images
+            )
+
+
+def _cut_csv(real: Path, out: Path, videos: Iterable[str]) -> None:
+    """The rows of `videos` of a real CSV, as written there (header and quoting kept)."""
+    wanted = set(videos)
+    lines = real.read_text().splitlines(keepends=True)
+    kept = [line for line in lines[1:] if line.split(",", 3)[_video_column(lines[0])] in wanted]
+    out.write_text(lines[0] + "".join(kept))
+
+
+def _video_column(header: str) -> int:
+    return header.split(",").index("video_id")
+
+
+def _jpegs(size: tuple[int, int], count: int) -> list[bytes]:
+    """`count` random JPEG images of `size` (width, height), encoded once: frames cycle them."""
+    rng = np.random.default_rng(0)
+    width, height = size
+    return [
+        cv2.imencode(".jpg", rng.integers(0, 256, (height, width, 3), dtype=np.uint8))[1].tobytes()
+        for _ in range(count)
+    ]
+
+
+def _write_frames(folder: Path, name: str, count: int, images: list[bytes]) -> None:
+    folder.mkdir(parents=True)
+    for number in range(1, count + 1):
+        (folder / name.format(number)).write_bytes(images[number % len(images)])
+
+
+# ---------------------------------------------------------------- Something-Something V2
+SSV2_CLASSES = 174
+SSV2_FPS = 12  # as the released webm files
+SSV2_SIZE = (64, 48)  # width, height: the released clips are 240 px high, width varies
+# id: (template index, seconds); the last two are validation clips
+SSV2_CLIPS = {"74225": (3, 2.5), "116154": (0, 2.0), "198186": (173, 3.0), "28744": (17, 2.25),
+              "1420": (3, 2.0), "160561": (90, 2.5)}  # fmt: skip
+
+
+def ssv2_template(index: int) -> str:
+    """A hand-written template of the released shape (the real ones may not be passed on)."""
+    return f"Moving [something] in way {index} with [something]"
+
+
+def something_something_v2(root: Path) -> None:
+    """`annotations/something-something-v2-{labels,train,validation,test}.json` written by hand
+    in the released layout (174 templates); `videos/<id>.webm`: VP9 at 12 fps, as released."""
+    annotations = root / "annotations"
+    annotations.mkdir(parents=True)
+    labels = {
+        ssv2_template(i).replace("[", "").replace("]", ""): str(i) for i in range(SSV2_CLASSES)
+    }
+    (annotations / "something-something-v2-labels.json").write_text(json.dumps(labels, indent=1))
+    ids = list(SSV2_CLIPS)
+    for subset, clips in (("train", ids[:-2]), ("validation", ids[-2:])):
+        entries = [
+            {
+                "id": clip,
+                "label": ssv2_template(SSV2_CLIPS[clip][0]).replace("[something]", "a cup"),
+                "template": ssv2_template(SSV2_CLIPS[clip][0]),
+                "placeholders": ["a cup", "a cup"],
+            }
+            for clip in clips
+        ]
+        path = annotations / f"something-something-v2-{subset}.json"
+        path.write_text(json.dumps(entries, indent=1))
+    (annotations / "something-something-v2-test.json").write_text(json.dumps([{"id": "99001"}]))
+    rng = np.random.default_rng(0)
+    for clip, (_, seconds) in SSV2_CLIPS.items():
+        write_webm(root / "videos" / f"{clip}.webm", round(seconds * SSV2_FPS), rng)
+
+
+def write_webm(path: Path, frames: int, rng: np.random.Generator) -> None:
+    """A VP9 webm of `frames` frames at 12 fps: a textured square sliding over noise, so that
+    flow has something to follow."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = SSV2_SIZE
+    background = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    square = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=SSV2_FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(frames):
+            image = background.copy()
+            x = (2 * t) % (width - 16)
+            image[16:32, x : x + 16] = square
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -43,8 +43,19 @@ class Layout:
     """`crossdistill evaluate` arguments before `--predictions`"""
     quick: tuple[str, ...] = ()
     """flags of the short runs beyond QUICK (a shorter window, for speed)"""
+    prepare: tuple[str, ...] = ()
+    """commands run first, as a user types them (`crossdistill flow` on the videos)"""
+    pretrained: bool = False
+    """the configs read the R(2+1)D-18 weights file (random weights stand in for it)"""
 
 
+# R(2+1)D-18 at 112 x 112 and 16 frames takes minutes a step on a CPU: 32 x 32, 8 frames; one
+# batch holds every training clip, so the one step ends the epoch and validation runs
+CLIPS_QUICK = (
+    "--data.init_args.window_steps=8", "--data.init_args.batch_size=8",
+    "--data.init_args.modalities.rgb.init_args.size=32",
+    "--data.init_args.modalities.flow.init_args.size=32",
+)  # fmt: skip
 TSU_TEACHERS = {
     "flow": ["teacher/real/tsu_i3d_rgb.yaml", "teacher/real/tsu_i3d_flow.yaml"],
     "pose": ["teacher/real/tsu_i3d_pose.yaml"],
@@ -108,7 +119,35 @@ LAYOUTS = {
         evaluate=["segments", "--ground-truth",
                   "data/activitynet/annotations/activity_net.v1-3.json", "--subset", "validation"],
     ),
+    "epic_kitchens_100": Layout(
+        build=real_layouts.epic_kitchens_100,
+        root="data/epic_kitchens_100",
+        data=["data/real/epic_kitchens_100.yaml"],
+        teachers={"flow": ["teacher/clips_r2plus1d_flow.yaml",
+                           "teacher/real/epic_kitchens_100_r2plus1d.yaml"]},
+        student=["teacher/clips_r2plus1d_rgb.yaml", "teacher/real/epic_kitchens_100_r2plus1d.yaml",
+                 "distill/clips_r2plus1d_radevski.yaml",
+                 "distill/real/epic_kitchens_100_r2plus1d_radevski.yaml"],
+        evaluate=["clips"],
+        quick=CLIPS_QUICK,
+        pretrained=True,
+    ),
+    "ssv2": Layout(
+        build=lambda root, _: real_layouts.something_something_v2(root),
+        root="data/ssv2",
+        data=["data/real/ssv2.yaml"],
+        teachers={"flow": ["teacher/clips_r2plus1d_flow.yaml", "teacher/real/ssv2_r2plus1d.yaml"]},
+        student=["teacher/clips_r2plus1d_rgb.yaml", "teacher/real/ssv2_r2plus1d.yaml",
+                 "distill/clips_r2plus1d_radevski.yaml",
+                 "distill/real/ssv2_r2plus1d_radevski.yaml"],
+        evaluate=["clips"],
+        quick=CLIPS_QUICK,
+        prepare=("crossdistill flow --videos data/ssv2/videos --out data/ssv2/flow",),
+        pretrained=True,
+    ),
 }  # fmt: skip
+PRETRAINED = "data/weights/r2plus1d_18_kinetics400.pt"
+"""Where the R(2+1)D-18 configs read torchvision's Kinetics-400 weights."""
 
 
 def configs(*names: str) -> list[str]:
@@ -123,13 +162,37 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.slow  # 35-50 s a dense layout, 100-220 s a segment one, on the shared 2-core CPU
+@pytest.fixture(scope="session")
+def random_r2plus1d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """R(2+1)D-18 with random weights, saved as a user saves torchvision's published ones."""
+    import torch
+    from torchvision.models.video import r2plus1d_18
+
+    path = tmp_path_factory.mktemp("weights") / "r2plus1d_18_random.pt"
+    torch.manual_seed(0)
+    torch.save(r2plus1d_18().state_dict(), path)
+    return path
+
+
+def lay_out(layout: Layout, workdir: Path, realdata: Path, request: pytest.FixtureRequest) -> None:
+    """The dataset in its real layout under `workdir`, the weights file its configs read, and
+    the preparation commands run."""
+    layout.build(workdir / layout.root, realdata)
+    if layout.pretrained:
+        weights = workdir / PRETRAINED
+        weights.parent.mkdir(parents=True)
+        weights.symlink_to(request.getfixturevalue("random_r2plus1d"))
+    for command in layout.prepare:
+        assert main(command.split()[1:]) == 0, command
+
+
+@pytest.mark.slow  # 35-50 s a dense layout, 100-220 s a segment one, 20 s a clip one (2 cores)
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_shipped_configs_check_train_test_and_evaluate(
-    name: str, realdata: Path, workdir: Path
+    name: str, realdata: Path, workdir: Path, request: pytest.FixtureRequest
 ) -> None:
     layout = LAYOUTS[name]
-    layout.build(workdir / layout.root, realdata)
+    lay_out(layout, workdir, realdata, request)
     data = configs(*layout.data)
     checkpoints = {}
     for teacher, model in layout.teachers.items():
@@ -151,7 +214,11 @@ def test_shipped_configs_check_train_test_and_evaluate(
     if layout.evaluate[0] == "segments":
         _keep_labels_of_the_subset(written[0], layout.evaluate)
     scores = _evaluate([*layout.evaluate, "--predictions", str(written[0])])
-    assert all(np.isfinite(v) for v in scores.values() if isinstance(v, float)), scores
+    values = [v for s in scores.values() for v in (s.values() if isinstance(s, dict) else [s])]
+    assert all(np.isfinite(v) for v in values if isinstance(v, float)), scores
+    if layout.evaluate[0] == "clips":
+        heads = {"clip"} if "ssv2" in name else {"verb", "noun", "action"}
+        assert heads <= set(scores), scores
 
 
 def _evaluate(argv: list[str]) -> dict:
@@ -191,16 +258,32 @@ WALK = {
         "crossdistill data-check --config configs/data/real/thumos14_i3d.yaml"
         " --config configs/teacher/real/thumos14_i3d_rgb.yaml",
     ],
+    "epic_kitchens_100": [
+        "crossdistill data-check --config configs/data/real/epic_kitchens_100.yaml"
+        " --config configs/teacher/clips_r2plus1d_rgb.yaml"
+        " --config configs/teacher/real/epic_kitchens_100_r2plus1d.yaml",
+        "crossdistill reproduce radevski_epic --smoke",
+    ],
+    "ssv2": [
+        "crossdistill data-check --config configs/data/real/ssv2.yaml"
+        " --config configs/teacher/clips_r2plus1d_rgb.yaml"
+        " --config configs/teacher/real/ssv2_r2plus1d.yaml",
+        "crossdistill reproduce radevski_ssv2 --smoke",
+    ],
 }
 
 
-@pytest.mark.slow  # about 70 s: three rows trained and tested
+@pytest.mark.slow  # about 70 s: three rows trained and tested (clip tables: 25-35 s, four rows)
 @pytest.mark.parametrize("name", sorted(WALK))
 def test_readme_walk_from_feature_files_to_a_table(
-    name: str, realdata: Path, workdir: Path, capsys: pytest.CaptureFixture[str]
+    name: str,
+    realdata: Path,
+    workdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
-    layout = LAYOUTS[name]
-    layout.build(workdir / layout.root, realdata)
+    assert all(command in README for command in LAYOUTS[name].prepare)  # run by lay_out
+    lay_out(LAYOUTS[name], workdir, realdata, request)
     for command in WALK[name]:
         assert command in README, command
         assert main(command.split()[1:]) == 0, command
@@ -209,3 +292,14 @@ def test_readme_walk_from_feature_files_to_a_table(
         assert [row["row"] for row in results["rows"]] == ["rgb", "flow", "dai_flow"]
         assert all(np.isfinite(row["metrics"]["frame_mAP"]["mean"]) for row in results["rows"])
         assert "| Augmented RGB (flow) |" in capsys.readouterr().out
+    if name in ("epic_kitchens_100", "ssv2"):
+        table = "radevski_epic" if name == "epic_kitchens_100" else "radevski_ssv2"
+        results = json.loads((workdir / f"outputs/{table}-smoke/results.json").read_text())
+        rows = ["rgb", "flow", "student", "student_kd_only"]
+        assert [row["row"] for row in results["rows"]] == rows
+        metrics = {"verb_top1", "noun_top1", "action_top1"} if table == "radevski_epic" else {
+            "top1", "top5", "ece"}  # fmt: skip
+        for row in results["rows"]:
+            assert metrics <= set(row["metrics"]), row
+            assert all(np.isfinite(m["mean"]) for m in row["metrics"].values())
+        assert "| Distilled RGB student |" in capsys.readouterr().out
