@@ -21,14 +21,25 @@ from lightning_modules.models.encoder import ModalityEncoder
 from lightning_modules.models.features import FeatureProjection
 
 
+class ModelBuildError(ValueError):
+    """The network of a model config cannot be built (a missing weights file, a bad argument)."""
+
+
 def network_of(model_config: Namespace | Mapping[str, Any]) -> nn.Module:
     """The network (`model.init_args.model`) of a parsed TeacherModule/DistillModule config,
-    built alone: a DistillModule's teachers are not loaded."""
+    built alone: a DistillModule's teachers are not loaded. `ModelBuildError` with the reason
+    (its fix, where the failing class names one) when it cannot be built."""
     config = model_config.as_dict() if isinstance(model_config, Namespace) else model_config
     parser = ArgumentParser()
     parser.add_argument("--network", type=nn.Module)
-    parsed = parser.parse_object({"network": config["init_args"]["model"]})
-    return parser.instantiate(parsed).network
+    try:
+        parsed = parser.parse_object({"network": config["init_args"]["model"]})
+        return parser.instantiate(parsed).network
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
+        # jsonargparse lists each failed attempt as "  - reason"; the one with a fix is ours
+        reasons = [line.strip(" -") for line in str(err).splitlines() if line.startswith("  - ")]
+        reason = next((r for r in reasons if "Fix:" in r), reasons[0] if reasons else str(err))
+        raise ModelBuildError(f"the model cannot be built: {reason}") from None
 
 
 def model_data_problems(network: nn.Module, datamodule: Any) -> list[str]:

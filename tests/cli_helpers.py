@@ -28,11 +28,22 @@ FEATURES = ["--config", str(CONFIGS / "data" / "synthetic_features.yaml")]
 
 
 def with_base(path: Path) -> list[str]:
-    """`--config` flags for a config file, preceded by its bases when it is an overlay (its
-    comment says "compose after X.yaml", X relative to configs/, itself maybe an overlay)."""
-    base = re.search(r"compose after\s*#?\s*([\w/]+\.yaml)", path.read_text())
-    overlay = with_base(CONFIGS / base.group(1)) if base else []
-    return [*overlay, "--config", str(path)]
+    """`--config` flags for a config file, preceded by its bases when it is an overlay: its
+    comment says "compose after X.yaml" (X relative to configs/, itself maybe an overlay), or
+    names the whole chain, "compose after X.yaml ..., then Y.yaml, then this file"."""
+    comment = " ".join(line.lstrip("# ") for line in path.read_text().splitlines())
+    first = re.search(r"compose after\s+([\w/]+\.yaml)", comment)
+    if first is None:
+        return ["--config", str(path)]
+    chain = re.search(r"(.*?)then this file", comment[first.end() :])
+    if chain is None:
+        return [*with_base(CONFIGS / first.group(1)), "--config", str(path)]
+    bases = [first.group(1), *re.findall(r"then ([\w/]+\.yaml)", chain.group(1))]
+    return [
+        *(flag for base in bases for flag in ("--config", str(CONFIGS / base))),
+        "--config",
+        str(path),
+    ]
 
 
 def tiny(root: Path, runs: Path) -> list[str]:

@@ -11,7 +11,7 @@ import yaml
 
 from datamodules.sources import DataError, KeypointSource
 from lightning_modules.commands import main
-from tests.cli_helpers import BASE, CONFIGS, tiny
+from tests.cli_helpers import BASE, CONFIGS, tiny, with_base
 from tests.test_datamodule import make
 
 
@@ -41,7 +41,10 @@ def test_validation_part_is_drawn_from_training_and_left_out_of_it(bench: Path) 
 
 @pytest.mark.parametrize("config", sorted((CONFIGS / "data" / "real").glob("*.yaml")), ids=str)
 def test_real_configs_never_validate_on_their_test_subset(config: Path) -> None:
-    args = yaml.safe_load(config.read_text())["data"]["init_args"]
+    args: dict = {}
+    flags = with_base(config)  # an overlay (TSU cross-view) after its base
+    for path in flags[1::2]:
+        args.update(yaml.safe_load(Path(path).read_text())["data"]["init_args"])
     assert args["val_subset"] != args["test_subset"]
     assert args["val_subset"] is not None or args.get("val_fraction", 0) > 0
 

@@ -191,3 +191,24 @@ def test_a_model_config_is_checked_against_the_data(
     else:
         assert status == 1 and "does not fit the data" in out and "Fix:" in out, out
         assert re.search(message, out), out
+
+
+def test_a_model_that_cannot_be_built_is_a_problem_with_its_fix_not_a_traceback(
+    bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A torchvision backbone whose weights file is missing: one line naming the file and how to
+    make it, exit 1. A distillation config is checked for its student alone: teacher
+    checkpoints that do not exist yet (a table not trained) are not loaded."""
+    monkeypatch.chdir(tmp_path)  # the config's relative weights path does not exist here
+    clips = str(REPO_ROOT / "configs" / "data" / "synthetic_clips.yaml")
+    model = str(REPO_ROOT / "configs" / "teacher" / "clips_r2plus1d_rgb.yaml")
+    status = main(["--config", clips, "--config", model, f"--data.init_args.root={bench}"])
+    out = capsys.readouterr().out
+    assert status == 1 and "the model cannot be built: weights file" in out
+    assert "Fix: save torchvision's weights" in out and "Traceback" not in out
+    student = [str(REPO_ROOT / "configs" / name) for name in (
+        "teacher/clips_rgb.yaml", "distill/clips_radevski.yaml")]  # fmt: skip
+    args = [a for path in student for a in ("--config", path)]
+    teachers = [f"--model.init_args.teachers.{t}={tmp_path / 'none.ckpt'}" for t in ("flow",)]
+    assert main(["--config", clips, *args, *teachers, f"--data.init_args.root={bench}"]) == 0
+    assert "model: DistillModule fits the data" in capsys.readouterr().out

@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
             return 1
         data_args.synthetic = None  # complete: read it as it is
     try:
-        datamodule = parser.instantiate(config).data
+        datamodule = parser.instantiate(config.clone().update(None, "model")).data
     except Exception as err:
         found = find_cause(err, (DataError, AnnotationError))
         if found is None or debugging():
@@ -107,10 +107,13 @@ def main(argv: list[str]) -> int:
 
 def _model_problems(model: Any, datamodule: Any) -> list[str]:
     """The model config against the data (after the data's own checks passed)."""
-    from lightning_modules.model_data_check import model_data_problems, network_of
+    from lightning_modules.model_data_check import ModelBuildError, model_data_problems, network_of
 
-    problems = model_data_problems(network_of(model), datamodule)
     name = model.class_path.rpartition(".")[2]
+    try:
+        problems = model_data_problems(network_of(model), datamodule)
+    except ModelBuildError as err:
+        problems = [str(err)]
     if not problems:
         print(f"\nmodel: {name} fits the data (modalities, widths, classes)")
     for problem in problems:

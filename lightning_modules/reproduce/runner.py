@@ -247,7 +247,11 @@ class TableRunner:
         """On `--data`, every row's model against the data (modalities, widths, classes)
         before the first row trains: one error naming each row that does not fit."""
         from lightning_modules.commands.data_check import data_config_parser
-        from lightning_modules.model_data_check import model_data_problems, network_of
+        from lightning_modules.model_data_check import (
+            ModelBuildError,
+            model_data_problems,
+            network_of,
+        )
 
         parser = data_config_parser("crossdistill reproduce", "", with_model=True)
         found = []
@@ -256,7 +260,10 @@ class TableRunner:
             ours = [f for f in flags if f.startswith(("--data.", "--model."))]
             config = parser.parse_args([*_config_flags(configs), *ours])
             datamodule = parser.instantiate(config.clone().update(None, "model")).data
-            problems = model_data_problems(network_of(config.model), datamodule)
+            try:
+                problems = model_data_problems(network_of(config.model), datamodule)
+            except ModelBuildError as err:
+                problems = [str(err)]
             found += [f"  row {row.name} ({_shown(row.fit[-1])}): {p}" for p in problems]
         if found:
             raise ReproduceError(
