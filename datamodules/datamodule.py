@@ -3,13 +3,14 @@
 It reads the annotations (any format of `datamodules.annotations`), binds each configured
 modality source to the dataset folder `root`, checks every video of the subsets a stage needs
 before any DataLoader starts (so a broken file is reported from the main process, by name,
-with its fix), and serves windows of the chosen task:
+with its fix), and serves windows of the chosen task (`datamodules.tasks` declares each
+task's targets and whether it takes clip or video windows):
 
-- `dense`: per-step multi-label targets on fixed windows (training: random; evaluation: tiles);
-- `segments`: the same windows, targets as segments in seconds from the window start;
-- `dense` or `segments` with `window_seconds: null`: one window of `window_steps` steps per
-  video spanning it, each video on its own stride (ActivityNet's fixed-length features);
-- `clips`: one window per annotated clip, `window_steps` frames sampled uniformly.
+- video windows: fixed windows (training: random; evaluation: tiles), or with
+  `window_seconds: null` one window of `window_steps` steps per video spanning it, each video
+  on its own stride (ActivityNet's fixed-length features); `dense` (per-step multi-label
+  targets) and `segments` (segments in seconds from the window start) take these;
+- clip windows: one per annotated clip, `window_steps` frames sampled uniformly (`clips`).
 
 For the synthetic benchmark (`root` holds `benchmark.json`) the annotation file, every
 modality's path and their format details come from the manifest; a config only picks
@@ -38,7 +39,7 @@ from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from datamodules.annotations import AnnotationSet, VideoRecord, read_annotations
-from datamodules.dataset import Collate, TaskKind, UntrimmedDataset
+from datamodules.dataset import Collate, UntrimmedDataset
 from datamodules.held_out import held_out_digest, split_held_out
 from datamodules.sampling import (
     ClipWindows,
@@ -52,6 +53,7 @@ from datamodules.sampling import (
 )
 from datamodules.sources.base import DataError, Problem, Source
 from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark, is_complete
+from datamodules.tasks import ClassNames, task_data
 from datamodules.transforms import Augment, JointTransform
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,8 @@ class MultimodalDataModule(pl.LightningDataModule):
             config serves every teacher and student: a flow teacher sets `load: [flow]`.
         synthetic: generate the synthetic benchmark with these options under `root` unless a
             complete one generated with them is there (self-contained smoke configs and demos).
-        task: `dense`, `segments` or `clips`.
+        task: the task's name, a key of `datamodules.tasks.TASK_DATA`: `dense`, `segments` or
+            `clips`; its `TaskData` builds the targets and chooses the windows.
         annotations: annotation file(s) under root (several are merged, e.g. Charades' train
             and test CSVs); default for the synthetic benchmark: its ActivityNet JSON.
         annotation_format: reader name (`datamodules.annotations.READERS`).
@@ -132,7 +135,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         self,
         root: str | Path,
         modalities: dict[str, Source],
-        task: TaskKind = "dense",
+        task: str = "dense",
         annotations: str | list[str] | None = None,
         annotation_format: str | None = None,
         annotation_options: dict[str, Any] | None = None,
@@ -162,6 +165,8 @@ class MultimodalDataModule(pl.LightningDataModule):
                 f"load names {unknown}, which are not configured modalities. Fix: use some of "
                 f"{sorted(modalities)}"
             )
+        self.task = task
+        self.task_data = task_data(task)
         # every configured source, loaded or not: a teacher cache is keyed by the settings of
         # the modalities its teacher read, which a cached distillation run no longer loads
         self.configured_modalities = dict(modalities)
@@ -172,7 +177,7 @@ class MultimodalDataModule(pl.LightningDataModule):
                 f"window_seconds must be > 0 (or null for one window per video), got "
                 f"{window_seconds}. Fix: set window_seconds"
             )
-        if window_seconds is None and centre_on_action > 0 and task != "clips":
+        if window_seconds is None and centre_on_action > 0 and not self.task_data.per_clip:
             raise DataError(
                 "centre_on_action needs fixed-length windows; with window_seconds: null every "
                 "window is a whole video. Fix: set centre_on_action: 0 or a window_seconds"
@@ -207,7 +212,6 @@ class MultimodalDataModule(pl.LightningDataModule):
         self.modalities = dict(modalities)
         for name, source in self.modalities.items():
             source.bind(name, self.root, self.manifest)
-        self.task = task
         self.annotation_files, self.annotation_format = self._annotation_files(
             annotations, annotation_format
         )
@@ -258,20 +262,17 @@ class MultimodalDataModule(pl.LightningDataModule):
         return _merge(sets)
 
     @property
-    def class_names(self) -> tuple[str, ...] | dict[str, tuple[str, ...]]:
+    def class_names(self) -> ClassNames:
         """Names of the classes of the head(s), in target-index order (a dict for verb/noun)."""
-        found = self.annotation_set
-        if self.task == "clips" and found.verb_classes:
-            return {"verb": found.verb_classes, "noun": found.noun_classes}
-        return found.classes
+        return self.task_data.class_names(self.annotation_set)
 
     @property
     def num_classes(self) -> int | dict[str, int]:
         """Classes of the head(s): an int, or `{"verb": V, "noun": N}` for verb/noun clips."""
-        found = self.annotation_set
-        if self.task == "clips" and found.verb_classes:
-            return {"verb": len(found.verb_classes), "noun": len(found.noun_classes)}
-        return len(found.classes)
+        names = self.class_names
+        if isinstance(names, dict):
+            return {head: len(heads) for head, heads in names.items()}
+        return len(names)
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -420,7 +421,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         """The dataset of a role over `records` (which must have durations)."""
         train = role == "train"
         windows: WindowSampler
-        if self.task == "clips":
+        if self.task_data.per_clip:
             windows = ClipWindows(records, self.window_steps, self.test_views, train)
         elif self.window_seconds is None:
             windows = VideoWindows(records, self.window_steps)
@@ -438,7 +439,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         dataset = UntrimmedDataset(
             windows,
             self.modalities,
-            self.task,
+            self.task_data,
             found.classes,
             JointTransform(self.modalities, self.augment if train else None),
             found.verb_classes,
@@ -504,7 +505,7 @@ class MultimodalDataModule(pl.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            collate_fn=Collate({**self.modalities, **self.attached}),
+            collate_fn=Collate({**self.modalities, **self.attached}, self.task_data),
             persistent_workers=self.num_workers > 0,
             worker_init_fn=partial(_init_worker, rank=rank) if self.num_workers > 0 else None,
             # its own generator: starting a pass then leaves the global torch stream (dropout)

@@ -11,9 +11,7 @@ Batched by `Collate`:
                                   # / bound; keypoints (B, T, K, 3); boxes (B, T, N, 6) with
                                   # "<name>_mask" (B, T, N); features (B, D, T)
       "mask": (B, T) bool,        # steps inside the video (False: padding)
-      "targets": {"frames": (B, T, K) float multi-hot             (dense)
-                  "segments": [(N_i, 3) [start_s, end_s, class]]  (segments; seconds from t0)
-                  "clip": (B,) long or {"verb": (B,), "noun": (B,)}  (clips)},
+      "targets": {...},           # the task's (`datamodules.tasks`), e.g. "frames" (B, T, K)
       "meta": {"video_id": [str], "t0", "t1", "stride", "duration": (B,) float64 seconds
                (t0, t1 of the first view), "window_index": (B,) long},
     }
@@ -27,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,13 +34,10 @@ from torch.utils.data import Dataset
 
 from datamodules.sampling import Draw, Window, WindowSampler
 from datamodules.sources.base import DataError, Source
+from datamodules.tasks import Labels, TaskData, pad
 from datamodules.transforms import JointTransform
 
 log = logging.getLogger(__name__)
-
-TaskKind = Literal["dense", "segments", "clips"]
-"""The data side's name of a task (targets, sampler, collate); the model side's is a
-`lightning_modules.tasks.Task` object (loss, decoding, metrics)."""
 
 
 @dataclass
@@ -62,7 +57,7 @@ class UntrimmedDataset(Dataset):
     Args:
         sampler: the windows of each sample (training windows, evaluation tiles or clips).
         sources: modality name -> source.
-        task: which targets to build: `dense`, `segments` or `clips`.
+        task: the data side of the task, which builds each sample's targets.
         classes: the label vocabulary (target index = position).
         transform: the joint augmentation (`JointTransform(sources, None)` for none).
         verb_classes, noun_classes: vocabularies of verb/noun clip targets (EPIC-KITCHENS);
@@ -74,7 +69,7 @@ class UntrimmedDataset(Dataset):
         self,
         sampler: WindowSampler,
         sources: Mapping[str, Source],
-        task: TaskKind,
+        task: TaskData,
         classes: Sequence[str],
         transform: JointTransform,
         verb_classes: Sequence[str] = (),
@@ -165,52 +160,19 @@ class UntrimmedDataset(Dataset):
             ) from err
 
     def targets(self, window: Window, mask: Tensor, mirrored: bool = False) -> dict[str, Any]:
+        """The task's targets of a window, labels swapped as `mirror` says when flipped."""
         index = self.class_index
         if mirrored and self.mirror:
             index = {name: index[self.mirror.get(name, name)] for name in index}
-        if self.task == "dense":
-            return {"frames": self._frames(window, mask, index)}
-        if self.task == "segments":
-            return {"segments": self._segments(window, index)}
-        return {"clip": self._clip(window, index)}
-
-    def _frames(self, window: Window, mask: Tensor, index: Mapping[str, int]) -> Tensor:
-        """`(T, K)` multi-hot: class k at step i when a k segment covers the step's instant."""
-        times = window.grid.times()
-        frames = np.zeros((window.grid.steps, len(self.class_index)), dtype=np.float32)
-        for segment in window.record.segments:
-            inside = (times >= segment.start) & (times < segment.end)
-            frames[inside, index[segment.label]] = 1.0
-        return torch.from_numpy(frames) * mask.unsqueeze(1)
-
-    def _segments(self, window: Window, index: Mapping[str, int]) -> Tensor:
-        """`(N, 3)` segments overlapping the window, clipped to it, in seconds from `t0`."""
-        length = window.grid.t1 - window.grid.t0
-        rows = []
-        for segment in window.record.segments:
-            start = max(segment.start - window.grid.t0, 0.0)
-            end = min(segment.end - window.grid.t0, length)
-            if end > start:
-                rows.append((start, end, float(index[segment.label])))
-        return torch.tensor(rows, dtype=torch.float32).reshape(-1, 3)
-
-    def _clip(self, window: Window, index: Mapping[str, int]) -> Tensor | dict[str, Tensor]:
-        clip = window.clip
-        if clip is None:
-            raise ValueError("the clips task needs windows from ClipWindows")
-        if self.verb_index:
-            return {
-                "verb": torch.tensor(self.verb_index[str(clip.verb)]),
-                "noun": torch.tensor(self.noun_index[str(clip.noun)]),
-            }
-        return torch.tensor(index[clip.label])
+        return self.task.targets(window, mask, Labels(index, self.verb_index, self.noun_index))
 
 
 class Collate:
     """Batches samples into the batch dict: views become contiguous rows, tensors are padded
     along their time axis (to the longest window of the batch) and the mask with False."""
 
-    def __init__(self, sources: Mapping[str, Source]) -> None:
+    def __init__(self, sources: Mapping[str, Source], task: TaskData) -> None:
+        self.task = task
         self.time_axes = {name: source.time_axis for name, source in sources.items()}
 
     def _axis(self, key: str) -> int:
@@ -220,23 +182,11 @@ class Collate:
     def __call__(self, samples: Sequence[Sample]) -> dict[str, Any]:
         steps = max(s.mask.shape[1] for s in samples)
         inputs = {
-            key: torch.cat([_pad(s.inputs[key], 1 + self._axis(key), steps) for s in samples])
+            key: torch.cat([pad(s.inputs[key], 1 + self._axis(key), steps) for s in samples])
             for key in samples[0].inputs
         }
-        mask = torch.cat([_pad(s.mask, 1, steps) for s in samples])
-        first = samples[0].targets
-        targets: dict[str, Any] = {}
-        if "frames" in first:
-            targets["frames"] = torch.stack([_pad(s.targets["frames"], 0, steps) for s in samples])
-        if "segments" in first:
-            targets["segments"] = [s.targets["segments"] for s in samples]
-        if "clip" in first:
-            clips = [s.targets["clip"] for s in samples]
-            targets["clip"] = (
-                {head: torch.stack([c[head] for c in clips]) for head in clips[0]}
-                if isinstance(clips[0], dict)
-                else torch.stack(clips)
-            )
+        mask = torch.cat([pad(s.mask, 1, steps) for s in samples])
+        targets = self.task.collate([s.targets for s in samples], steps)
         meta: dict[str, Any] = {"video_id": [s.meta["video_id"] for s in samples]}
         for key in ("t0", "t1", "stride", "duration"):
             meta[key] = torch.tensor([s.meta[key] for s in samples], dtype=torch.float64)
@@ -248,15 +198,6 @@ def _duration(window: Window) -> float:
     if window.record.duration is None:
         raise ValueError(f"video {window.record.video_id!r} has no duration")
     return window.record.duration
-
-
-def _pad(tensor: Tensor, axis: int, length: int) -> Tensor:
-    missing = length - tensor.shape[axis]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[axis] = missing
-    return torch.cat([tensor, tensor.new_zeros(shape)], dim=axis)
 
 
 def _next_key(key: int | Draw, offset: int, length: int) -> int | Draw:

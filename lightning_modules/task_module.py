@@ -24,10 +24,7 @@ from torch import nn
 from datamodules.errors import ConfigError
 from lightning_modules.models.encoder import ModalityEncoder
 from lightning_modules.models.outputs import ModelOutput
-from lightning_modules.predictions import window_rows, write_predictions
-from lightning_modules.tasks import ClipTask, DenseTask, SegmentTask, Task
-
-TASK_NAMES = {DenseTask: "dense", SegmentTask: "segments", ClipTask: "clips"}
+from lightning_modules.tasks import Task
 
 
 def warmup_then_decay(
@@ -142,10 +139,11 @@ def check_task_agrees(task: Task, datamodule: Any) -> None:
     """The model's task object and the data's task name must be one task: the data builds the
     targets and windows that the task's loss and metrics read."""
     data_kind = getattr(datamodule, "task", None)
-    if isinstance(data_kind, str) and task.kind and data_kind != task.kind:
+    kind = task.data.kind
+    if isinstance(data_kind, str) and data_kind != kind:
         raise ConfigError(
-            f"the model's task is {type(task).__name__} ({task.kind}) but the data's task is "
-            f"{data_kind!r}. Fix: set data.init_args.task: {task.kind}, or compose the data "
+            f"the model's task is {type(task).__name__} ({kind}) but the data's task is "
+            f"{data_kind!r}. Fix: set data.init_args.task: {kind}, or compose the data "
             f"config of that task (configs/data/ names them), or give the model the "
             f"{data_kind} task"
         )
@@ -162,7 +160,6 @@ class TaskModule(pl.LightningModule):
         """`optimisation` is None for a module that only evaluates (a student export)."""
         super().__init__()
         self.task = task
-        self.task_name = TASK_NAMES[type(task)]
         self.optimisation = optimisation
         self.predictions_dir = predictions_dir
         self.metrics = nn.ModuleDict()
@@ -238,7 +235,7 @@ class TaskModule(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         output = self._evaluate("test", batch)
         predictions = self.task.predict(output, batch)
-        self._test_rows += window_rows(self.task_name, predictions, batch)
+        self._test_rows += self.task.window_rows(predictions, batch)
 
     def _log_metrics(self, split: str) -> dict[str, float]:
         values = self.task.compute_metrics(self.metrics[split])
@@ -261,7 +258,7 @@ class TaskModule(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         predictions = self.task.predict(self(batch), batch)
-        self._predict_rows += window_rows(self.task_name, predictions, batch)
+        self._predict_rows += self.task.window_rows(predictions, batch)
 
     def on_predict_epoch_end(self) -> None:
         rows, self._predict_rows = self._predict_rows, []
@@ -276,7 +273,7 @@ class TaskModule(pl.LightningModule):
         if self.trainer.is_global_zero:
             default = Path(self.trainer.log_dir or ".") / "predictions"
             folder = Path(self.predictions_dir) if self.predictions_dir else default
-            path = write_predictions(self.task_name, rows, self.class_names, folder)
+            path = self.task.write_predictions(rows, self.class_names, folder)
             print(f"predictions written to {path}")
 
     def _check_classes(self, output: ModelOutput) -> None:

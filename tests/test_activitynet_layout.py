@@ -158,7 +158,7 @@ def test_ground_truth_round_trips_through_the_grid_and_the_decoding(root: Path) 
     )
     dm.setup("fit")
     samples = [sample_of(dm, "train", video_id) for video_id in ("short30", "long200", "mid75")]
-    batch = Collate(dm.modalities)(samples)
+    batch = Collate(dm.modalities, dm.task_data)(samples)
     module = cli(root, root / "unused").model
     task = module.task
     with torch.no_grad():

@@ -26,6 +26,7 @@ from datamodules.sources import (
     KeypointSource,
     VideoSource,
 )
+from datamodules.tasks import CLIPS
 from datamodules.transforms import Augment, JointTransform
 from lightning_modules.commands.data_check import build_parser
 from tests.conftest import REPO_ROOT
@@ -398,13 +399,13 @@ def test_verb_noun_clips_batch_both_heads(tmp_path: Path) -> None:
     dataset = UntrimmedDataset(
         ClipWindows([record], frames=4, views=2),
         {"features": source},
-        "clips",
+        CLIPS,
         ["take cup", "wash pan"],
         JointTransform({"features": source}, None),
         verb_classes=["wash", "take"],
         noun_classes=["pan", "cup", "knife"],
     )
-    batch = Collate({"features": source})([dataset[i] for i in range(len(dataset))])
+    batch = Collate({"features": source}, CLIPS)([dataset[i] for i in range(len(dataset))])
     assert batch["targets"]["clip"]["verb"].tolist() == [1, 0]
     assert batch["targets"]["clip"]["noun"].tolist() == [1, 0]
     assert batch["meta"]["window_index"].tolist() == [0, 1]  # the clip within its video

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datamodules.grid import TimeGrid
-from lightning_modules.predictions import window_rows, write_predictions
+from lightning_modules.tasks import DenseTask, SegmentTask
 
 
 def _batch(duration: float, t0: float, steps: int, stride: float) -> dict:
@@ -35,8 +35,8 @@ def test_dense_windows_fill_the_video_grid_exactly(duration: float, tmp_path: Pa
     for t0 in (0.0, steps * stride):
         batch = _batch(duration, t0, steps, stride)
         scores = torch.arange(steps, dtype=torch.float32).repeat(1, 2, 1) + t0 / stride
-        rows += window_rows("dense", scores, batch)
-    path = write_predictions("dense", rows, classes, tmp_path)
+        rows += DenseTask().window_rows(scores, batch)
+    path = DenseTask().write_predictions(rows, classes, tmp_path)
     written = np.load(path)["v"]
     expected_steps = int(np.sum((np.arange(2 * steps) + 0.5) * stride < duration))
     assert written.shape == (expected_steps, 2)
@@ -47,8 +47,7 @@ def test_segments_are_shifted_to_video_time(tmp_path: Path) -> None:
     batch = _batch(20.0, 12.8, 32, 0.4)
     predictions = [{"segments": torch.tensor([[1.0, 2.5]]), "scores": torch.tensor([0.9]),
                     "labels": torch.tensor([1])}]  # fmt: skip
-    path = write_predictions(
-        "segments", window_rows("segments", predictions, batch), ["a", "b"], tmp_path
-    )
+    task = SegmentTask()
+    path = task.write_predictions(task.window_rows(predictions, batch), ["a", "b"], tmp_path)
     result = json.loads(path.read_text())["results"]["v"][0]
     assert result["label"] == "b" and result["segment"] == pytest.approx([13.8, 15.3])

@@ -28,9 +28,10 @@ def crossdistill(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     [
         ("data-check", "--data.init_args.root=/no/such/dataset", "data root /no/such/dataset"),
         ("data-check", "--data.init_args.window_seconds=0", "window_seconds must be > 0"),
+        ("data-check", "--data.init_args.task=dens", "data.init_args.task is 'dens'"),
         ("fit", "--data.init_args.root=/no/such/dataset", "data root /no/such/dataset"),
     ],
-    ids=["data-check-root", "data-check-window", "fit-root"],
+    ids=["data-check-root", "data-check-window", "data-check-task", "fit-root"],
 )
 def test_config_mistakes_are_one_message(
     tmp_path: Path, command: str, flag: str, message: str

@@ -42,9 +42,10 @@ def main(argv: list[str]) -> int:
     parser = build_parser()
     config = parser.parse_args(argv)
     datamodule = parser.instantiate(config).data
-    if datamodule.task != "dense":
+    if datamodule.task_data.per_clip:
         print(
-            "extract-features: use a dense data config (evaluation tiles over whole videos)",
+            f"extract-features: the data's task {datamodule.task!r} cuts one window per clip; "
+            "use a dense or segments data config (evaluation tiles over whole videos)",
             file=sys.stderr,
         )
         return 2

@@ -9,13 +9,16 @@ logits over views before the loss and the predictions. Training batches simply h
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datamodules.tasks import CLIPS, ClassNames
 from lightning_modules.metrics.streaming import (
     EpicAccuracy,
     ExpectedCalibrationError,
@@ -39,10 +42,14 @@ class ClipTask(Task):
     view-averaged logits, in the logits' structure (a tensor or a dict per head).
 
     Metrics: top-1/top-5 and ECE (15 bins) for a single head; EPIC-KITCHENS verb, noun and
-    action accuracy for `verb`/`noun` heads, with `num_classes` then `{"verb": V, "noun": N}`."""
+    action accuracy for `verb`/`noun` heads, with `num_classes` then `{"verb": V, "noun": N}`.
+
+    Test predictions: `clips.json`, per clip (`VIDEO@INDEX`) and head the true label's name
+    and the probabilities, with the class names of each head."""
 
     main_metric = "top1"
-    kind = "clips"
+    data = CLIPS
+    predictions_file = "clips.json"
 
     def loss(self, output: ModelOutput, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         logits, targets = self._heads(output, batch)
@@ -91,3 +98,35 @@ class ClipTask(Task):
             return
         metrics["accuracy"].update(probabilities, targets["clip"], ids)
         metrics["ece"].update(probabilities, targets["clip"], ids)
+
+    def prediction_row(
+        self, predictions: Tensor | dict[str, Tensor], batch: Mapping[str, Any], b: int
+    ) -> dict:
+        heads = predictions if isinstance(predictions, Mapping) else {"clip": predictions}
+        targets = batch["targets"]["clip"]
+        targets = targets if isinstance(targets, Mapping) else {"clip": targets}
+        return {
+            "scores": {h: p[b].float().cpu().numpy() for h, p in heads.items()},
+            "labels": {h: int(t[b]) for h, t in targets.items()},
+        }
+
+    def write_rows(self, rows: Sequence[dict], class_names: ClassNames, path: Path) -> None:
+        heads = (
+            dict(class_names) if isinstance(class_names, Mapping) else {"clip": list(class_names)}
+        )
+        clips = {
+            f"{row['video_id']}@{row['window_index']}": {
+                head: {
+                    "label": heads[head][row["labels"][head]],
+                    "scores": row["scores"][head].tolist(),
+                }
+                for head in heads
+            }
+            for row in rows
+        }
+        payload = {
+            "scores": "probabilities",
+            "heads": {h: list(n) for h, n in heads.items()},
+            "clips": clips,
+        }
+        path.write_text(json.dumps(payload))

@@ -8,7 +8,9 @@ in grid steps, and a pyramid point at grid position `p` stands for the step-time
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -16,6 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datamodules.tasks import SEGMENTS, ClassNames
 from lightning_modules.metrics.segment_map import ACTIVITYNET_TIOUS, THUMOS14_TIOUS
 from lightning_modules.metrics.streaming import SegmentMAP
 from lightning_modules.models.outputs import ModelOutput
@@ -103,10 +106,14 @@ class SegmentTask(Task):
     with the official evaluators' exact `np.linspace` values; with
     whole-video evaluation windows (window length >= the longest video, or `window_seconds:
     null`, where each video has its own stride) that is per video.
+
+    Test predictions: `segments.json` in the ActivityNet results layout, times in seconds from
+    the video start.
     """
 
     main_metric = "average_mAP"
-    kind = "segments"
+    data = SEGMENTS
+    predictions_file = "segments.json"
 
     def __init__(
         self,
@@ -275,3 +282,24 @@ class SegmentTask(Task):
     ) -> None:
         predictions = self.predict(output, batch)
         metrics["segments"].update(predictions, self.targets(batch), sample_ids(batch))
+
+    def prediction_row(
+        self, predictions: Sequence[Mapping[str, Tensor]], batch: Mapping[str, Any], b: int
+    ) -> dict:
+        return {k: v.detach().cpu().numpy() for k, v in predictions[b].items()}
+
+    def write_rows(self, rows: Sequence[dict], class_names: ClassNames, path: Path) -> None:
+        classes = list(class_names)
+        results: dict[str, list[dict]] = {row["video_id"]: [] for row in rows}
+        for row in rows:
+            for (start, end), score, label in zip(
+                row["segments"], row["scores"], row["labels"], strict=True
+            ):
+                results[row["video_id"]].append({
+                    "label": classes[int(label)],
+                    "score": float(score),
+                    "segment": [float(start + row["t0"]), float(end + row["t0"])],
+                })  # fmt: skip
+        path.write_text(
+            json.dumps({"version": "crossdistill", "results": results, "external_data": {}})
+        )

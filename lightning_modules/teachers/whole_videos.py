@@ -22,6 +22,7 @@ from datamodules.dataset import Collate, UntrimmedDataset
 from datamodules.grid import TimeGrid, place_window, video_steps
 from datamodules.sampling import Window, tiles
 from datamodules.sources.base import DataError, Source
+from datamodules.tasks import Untargeted
 from datamodules.transforms import JointTransform
 
 
@@ -68,12 +69,12 @@ def whole_video_dataset(
     sources: Mapping[str, Source],
 ) -> UntrimmedDataset:
     """Each video as one window from 0 over its evaluation tiles, reading `sources`, without
-    augmentation."""
+    augmentation or targets (whatever the data's task: the pass runs a frozen model)."""
     assert datamodule.window_seconds is not None
     return UntrimmedDataset(
         WholeVideos(records, datamodule.window_seconds, datamodule.window_steps),
         dict(sources),
-        "dense",
+        Untargeted(),
         datamodule.annotation_set.classes,
         JointTransform(sources, None),
     )
@@ -86,7 +87,8 @@ def stitched_outputs(
     """Run `run` (a batch -> per-step values `(B, D, T)`) over the windows of `dataset` in
     order and yield each video's values on its whole grid, `(steps, D)` float32, once its last
     window has run. Every step of a video must lie in exactly the valid steps of its windows."""
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=Collate(dataset.sources))
+    collate = Collate(dataset.sources, Untargeted())  # `run` reads no targets
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     video: tuple[str, np.ndarray, np.ndarray] | None = None
     done: set[str] = set()
     for batch in loader:
