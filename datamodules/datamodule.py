@@ -21,8 +21,10 @@ of every video lies in exactly one window's mask.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
@@ -608,6 +610,20 @@ def _world(trainer: pl.Trainer | None) -> tuple[int, int]:
 def _seed() -> int:
     """The run's seed (`seed_everything`), as Lightning's own distributed sampler reads it."""
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+def _kill_leftover_workers() -> None:
+    """At exit, kill the daemonic children still alive (the workers of a loader whose iterator
+    outlived its pass, e.g. one that raised): the interpreter's own exit handler terminates
+    them with SIGTERM, which our workers ignore (`_init_worker`), and then waits for them
+    forever. Registered after multiprocessing's handler, so it runs before it."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join()
+
+
+atexit.register(_kill_leftover_workers)
 
 
 def _init_worker(worker_id: int, rank: int) -> None:

@@ -462,3 +462,35 @@ def test_a_file_broken_after_the_check_is_skipped_in_training_under_missing_skip
     assert evaluation.skip_broken
     with pytest.raises(DataError, match=broken):
         evaluation[0]
+
+
+def test_a_process_exits_with_a_failed_loaders_workers_still_alive(
+    bench: Path, tmp_path: Path
+) -> None:
+    """Workers ignore SIGTERM (preemption reaches the whole process group); a loader whose
+    iterator outlives a worker's error left them to the interpreter's exit, which signals them
+    SIGTERM and then waited forever. The process now ends (a hang fails through the timeout)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    root = _broken(bench, tmp_path)
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from datamodules.sources.base import DataError
+        from tests.test_datamodule import make
+        dm = make(Path({str(root)!r}), num_workers=2)
+        dm.setup("fit")
+        for path in Path({str(root)!r}, "videos").glob("*.mp4"):
+            path.write_bytes(b"not a video")
+        iterator = iter(dm.train_dataloader())  # alive until the interpreter exits
+        try:
+            next(iterator)
+        except DataError:
+            print("named the file")
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0 and "named the file" in done.stdout, done.stderr[-2000:]
