@@ -23,16 +23,38 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.sources import DataError
 from datamodules.sources.features import META
 from datamodules.sources.integrity import save_npy_atomic
-from lightning_modules.teachers.whole_videos import checked_subsets, stitched_outputs
+from lightning_modules.teachers.whole_videos import (
+    Snippets,
+    checked_subsets,
+    snippet_outputs,
+    stitched_outputs,
+    whole_video_dataset,
+)
+
+
+@dataclass(frozen=True)
+class SnippetSpec:
+    """I3D-style snippets: one feature per `stride` frames, from the `window` frames starting
+    there, at `fps` (None: each video's annotated rate); see `whole_videos.Snippets`."""
+
+    stride: int
+    window: int
+    fps: float | None = None
 
 
 def extract_features(
@@ -41,9 +63,14 @@ def extract_features(
     out: Path,
     pool: int = 1,
     files: dict[str, dict] | None = None,
+    snippets: SnippetSpec | None = None,
+    progress: Callable[[str, np.ndarray, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Features of every video of the datamodule's subsets, written under `out`; each file's
-    size and digest go into `files` (video id -> entry) when given."""
+    """Features of every video of the datamodule's subsets, written under `out`: on the data's
+    grid (each `pool` steps averaged), or one per snippet (the encoder's outputs averaged over
+    the snippet's valid frames); each file's size and digest go into `files` (video id ->
+    entry) when given, and `progress` hears of each video as it is written (with the number of
+    videos)."""
     if pool < 1:
         raise ValueError(f"pool must be >= 1, got {pool}")
     encoder.eval()
@@ -52,15 +79,54 @@ def extract_features(
     def embeddings(batch: dict) -> torch.Tensor:
         return encoder(batch["inputs"], batch["mask"])  # (B, C, T)
 
+    def pooled(batch: dict) -> torch.Tensor:
+        mask = batch["mask"].to(torch.float32)[:, None, :]  # (B, 1, T)
+        return (embeddings(batch) * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
     features: dict[str, np.ndarray] = {}
-    for report in checked_subsets(datamodule, "extract features"):  # training parts included
-        dataset = datamodule.dataset("test", report.usable)
-        features.update(stitched_outputs(embeddings, dataset, datamodule.batch_size))
-    for video_id, steps in features.items():
-        entry = save_npy_atomic(out / f"{video_id}.npy", _pool(steps, pool))
-        if files is not None:
-            files[video_id] = entry
+    reports = checked_subsets(datamodule, "extract features")  # training parts included
+    total = sum(len(report.usable) for report in reports)
+    for report in reports:
+        if snippets is None:
+            dataset = datamodule.dataset("test", report.usable)
+            videos = stitched_outputs(embeddings, dataset, datamodule.batch_size)
+        else:
+            windows = Snippets(report.usable, snippets.stride, snippets.window, snippets.fps)
+            dataset = whole_video_dataset(datamodule, report.usable, datamodule.modalities, windows)
+            videos = snippet_outputs(pooled, dataset, datamodule.batch_size)
+        for video_id, steps in videos:
+            features[video_id] = steps = _pool(steps, pool)
+            entry = save_npy_atomic(out / f"{video_id}.npy", steps)
+            if files is not None:
+                files[video_id] = entry
+            if progress is not None:
+                progress(video_id, steps, total)
     return features
+
+
+def progress_printer(stream: TextIO | None = None) -> Callable[[str, np.ndarray, int], None]:
+    """A `progress` for `extract_features`: a tqdm bar on a terminal, else one line per video."""
+    stream = stream or sys.stdout
+    bar: tqdm | None = None
+    start, done = time.monotonic(), 0
+
+    def report(video_id: str, features: np.ndarray, total: int) -> None:
+        nonlocal bar, done
+        done += 1
+        if bar is None and stream.isatty():
+            bar = tqdm(total=total, unit="video", file=stream)
+        if bar is not None:
+            bar.set_postfix_str(video_id, refresh=False)
+            bar.update(1)
+            if done == total:
+                bar.close()
+            return
+        line = f"{video_id}: {features.shape[0]} x {features.shape[1]} features"
+        print(
+            f"[{done}/{total}] {line} ({time.monotonic() - start:.1f} s)", file=stream, flush=True
+        )
+
+    return report
 
 
 def _pool(steps: np.ndarray, pool: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Pre-extracted features on the grid as `(D, T)`, from `(T_file, D)` npy files.
+"""Pre-extracted features on the grid as `(D, T)`, from `(T_file, D)` npy files (or
+`(T_file, 1, 1, D)`, the layout of PDAN's Charades and TSU I3D features, read as `(T_file, D)`).
 
 Features are extracted over windows of `window` frames every `stride` frames of a video at
 `fps`; feature `i` is centred at `(i * stride + window / 2) / fps` (ActionFormer's rule), and
@@ -38,6 +39,8 @@ from datamodules.sources.base import DataError, Problem, Source, load_array, non
 from datamodules.sources.integrity import entry_problem
 
 META = "meta.json"
+_SHAPE_PROBLEM = "has shape {}, not (T, D) or (T, 1, 1, D)"
+_SHAPE_FIX = "store features as T x D"
 
 
 class FeatureSource(Source):
@@ -119,14 +122,21 @@ class FeatureSource(Source):
         found = self.integrity_problem(self.file(record.video_id), record)
         return [found] if found is not None else super().check(record)
 
-    def check_file(self, path: Path, record: VideoRecord) -> list[Problem]:
+    def _array(self, path: Path) -> np.ndarray:
+        """The file's features as `(T, D)` (a `(T, 1, 1, D)` file viewed so), memory-mapped."""
         array = load_array(path)
+        if array.ndim == 4 and array.shape[1:3] == (1, 1):
+            return array[:, 0, 0]
         if array.ndim != 2:
-            return [
-                self.problem(
-                    path, record, f"has shape {array.shape}, not (T, D)", "store features as T x D"
-                )
-            ]
+            raise DataError(f"{path}: {_SHAPE_PROBLEM.format(array.shape)}. Fix: {_SHAPE_FIX}")
+        return array
+
+    def check_file(self, path: Path, record: VideoRecord) -> list[Problem]:
+        try:
+            array = self._array(path)
+        except DataError:
+            shape = load_array(path).shape
+            return [self.problem(path, record, _SHAPE_PROBLEM.format(shape), _SHAPE_FIX)]
         if self.channels is not None and self.channels[1] > array.shape[1]:
             return [
                 self.problem(
@@ -181,11 +191,11 @@ class FeatureSource(Source):
         return found
 
     def duration(self, record: VideoRecord) -> float | None:
-        length = load_array(self.file(record.video_id)).shape[0]
+        length = self._array(self.file(record.video_id)).shape[0]
         return ((length - 1) * self.stride + self.window) / self._fps(record)
 
     def load(self, record: VideoRecord, grid: TimeGrid) -> dict[str, Tensor]:
-        array = load_array(self.file(record.video_id))
+        array = self._array(self.file(record.video_id))
         if self.channels is not None:
             array = array[:, self.channels[0] : self.channels[1]]
         times, valid = steps_info(grid, record)
@@ -209,5 +219,5 @@ class FeatureSource(Source):
         if self.channels is not None:
             dim = self.channels[1] - self.channels[0]
         else:
-            dim = load_array(self.file(record.video_id)).shape[1]
+            dim = self._array(self.file(record.video_id)).shape[1]
         return {self.name: (dim, steps)}
