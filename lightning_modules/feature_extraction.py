@@ -7,9 +7,17 @@ video's grid (the whole-video pass of `lightning_modules.teachers.whole_videos`)
 averaged over `pool` steps. Feature-level detection (Dai et al.'s PDAN,
 Lee et al.'s ActionFormer-style detector) then trains in seconds instead of decoding video.
 
-Output folder: `<video_id>.npy` (float32, `ceil(T / pool) x D`) per video, and `meta.json` with
-the `FeatureSource` settings that read them back (`fps`, `stride` and `window` in frames), the
-encoder, the checkpoint's digest, the command that wrote the folder, and each file's size and
+I3D-style snippets (`SnippetSpec`, `--snippet-frames W --snippet-stride S`): feature `i` of a
+video is the encoder over the `W` frames starting at frame `i * S` (at the video's fps), its
+outputs averaged over the snippet's frames; a video of `N` frames has `max(1, (N - W) // S + 1)`
+features, snippets past the last frame left out. That is how the I3D features of THUMOS14
+(ActionFormer: 16-frame windows every 4 frames at 30 fps) were made, and what `FeatureSource`
+reads with the same `stride`, `window` and `fps`: feature `i` centred at `(i * S + W / 2) / fps`.
+
+Output folder: `<video_id>.npy` (float32, `ceil(T / pool) x D`, or one row per snippet) per
+video, and `meta.json` with the `FeatureSource` settings that read them back (`fps`, `stride`
+and `window` in frames), the encoder, the checkpoint's (or backbone weights file's) digest, the
+command that wrote the folder, and each file's size and
 BLAKE2b digest (`files`). The whole folder is built beside the output (`.<name>.building`) and
 swapped in at the end: a run killed half-way leaves the previous folder as it was, never a mix
 of two checkpoints' features. An existing output folder is replaced only when it holds nothing

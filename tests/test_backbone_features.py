@@ -5,6 +5,8 @@ stem, clear errors for wrong flags; and `(T, 1, 1, D)` feature files (PDAN's lay
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 import torchvision.models.video as video_models
 
 from datamodules.grid import TimeGrid
-from lightning_modules.commands import data_check, extract_features
+from lightning_modules.commands import data_check, extract_features, main
 from lightning_modules.models.torchvision_video import TorchvisionVideoEncoder
 from tests.conftest import REPO_ROOT
 from tests.data_helpers import tiny_benchmark
@@ -192,3 +194,35 @@ def test_features_stored_t_1_1_d_pass_data_check_and_other_shapes_are_named(
     printed = capsys.readouterr()
     assert str(victim) in printed.out + printed.err
     assert "(5, 2, 512), not (T, D) or (T, 1, 1, D)" in printed.out + printed.err
+
+
+README_SECTION = "### Features from a pretrained backbone: `crossdistill extract-features`"
+
+
+def readme_commands() -> list[list[str]]:
+    """The `crossdistill ...` lines of the README's section (continuations joined)."""
+    text = (REPO_ROOT / "README.md").read_text().split(README_SECTION)[1].split("\n## ")[0]
+    lines = re.findall(r"^crossdistill (.+)$", text.replace("\\\n", " "), flags=re.MULTILINE)
+    return [shlex.split(line) for line in lines]
+
+
+def test_the_readme_commands_run(
+    bench: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As written, on the tiny benchmark under data/synthetic with random weights in the
+    README's file; frames shrunk to 16 pixels (the last flag wins) to stay short (about 10 s)."""
+    (extract, extract_argv), (check, check_argv) = [(c[0], c[1:]) for c in readme_commands()]
+    assert (extract, check) == ("extract-features", "data-check")
+    root = tmp_path / "data" / "synthetic"
+    root.mkdir(parents=True)
+    for entry in bench.iterdir():  # the benchmark's files, read only; features are new
+        (root / entry.name).symlink_to(entry)
+    (tmp_path / "data" / "weights").mkdir()
+    weights_file(tmp_path / "data" / "weights", "r2plus1d_18").rename(
+        tmp_path / "data" / "weights" / "r2plus1d_18_kinetics400.pt"
+    )
+    (tmp_path / "configs").symlink_to(CONFIGS)
+    monkeypatch.chdir(tmp_path)
+    small = ["--data.init_args.modalities.rgb.init_args.size=16", "--data.init_args.num_workers=0"]
+    assert main([extract, *extract_argv, *small]) == 0
+    assert main([check, *check_argv]) == 0
