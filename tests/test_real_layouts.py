@@ -257,6 +257,7 @@ WALK = {
     "thumos14": [
         "crossdistill data-check --config configs/data/real/thumos14_i3d.yaml"
         " --config configs/teacher/real/thumos14_i3d_rgb.yaml",
+        "crossdistill reproduce lee23_thumos14 --smoke",
     ],
     "epic_kitchens_100": [
         "crossdistill data-check --config configs/data/real/epic_kitchens_100.yaml"
@@ -292,6 +293,11 @@ def test_readme_walk_from_feature_files_to_a_table(
         assert [row["row"] for row in results["rows"]] == ["rgb", "flow", "dai_flow"]
         assert all(np.isfinite(row["metrics"]["frame_mAP"]["mean"]) for row in results["rows"])
         assert "| Augmented RGB (flow) |" in capsys.readouterr().out
+    if name == "thumos14":
+        results = json.loads((workdir / "outputs/lee23_thumos14-smoke/results.json").read_text())
+        rows = ["rgb", "flow", "two_stream", "decomposed"]
+        assert [row["row"] for row in results["rows"]] == rows
+        assert all(np.isfinite(row["metrics"]["average_mAP"]["mean"]) for row in results["rows"])
     if name in ("epic_kitchens_100", "ssv2"):
         table = "radevski_epic" if name == "epic_kitchens_100" else "radevski_ssv2"
         results = json.loads((workdir / f"outputs/{table}-smoke/results.json").read_text())
