@@ -42,6 +42,18 @@ def network_of(model_config: Namespace | Mapping[str, Any]) -> nn.Module:
         raise ModelBuildError(f"the model cannot be built: {reason}") from None
 
 
+def model_config_problems(
+    model_config: Namespace | Mapping[str, Any], datamodule: Any
+) -> list[str]:
+    """`model_data_problems` of a model config's network; a network that cannot be built (a
+    missing weights file) is one problem, with its fix."""
+    try:
+        network = network_of(model_config)
+    except ModelBuildError as err:
+        return [str(err)]
+    return model_data_problems(network, datamodule)
+
+
 def model_data_problems(network: nn.Module, datamodule: Any) -> list[str]:
     """What stops `network` from training on `datamodule`'s data, each with its fix; empty when
     it fits."""

@@ -107,13 +107,10 @@ def main(argv: list[str]) -> int:
 
 def _model_problems(model: Any, datamodule: Any) -> list[str]:
     """The model config against the data (after the data's own checks passed)."""
-    from lightning_modules.model_data_check import ModelBuildError, model_data_problems, network_of
+    from lightning_modules.model_data_check import model_config_problems
 
     name = model.class_path.rpartition(".")[2]
-    try:
-        problems = model_data_problems(network_of(model), datamodule)
-    except ModelBuildError as err:
-        problems = [str(err)]
+    problems = model_config_problems(model, datamodule)
     if not problems:
         print(f"\nmodel: {name} fits the data (modalities, widths, classes)")
     for problem in problems:

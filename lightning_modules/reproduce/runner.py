@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datamodules.sources.integrity import write_json_atomic
 from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark, is_complete
@@ -247,23 +248,19 @@ class TableRunner:
         """On `--data`, every row's model against the data (modalities, widths, classes)
         before the first row trains: one error naming each row that does not fit."""
         from lightning_modules.commands.data_check import data_config_parser
-        from lightning_modules.model_data_check import (
-            ModelBuildError,
-            model_data_problems,
-            network_of,
-        )
+        from lightning_modules.model_data_check import model_config_problems
 
         parser = data_config_parser("crossdistill reproduce", "", with_model=True)
         found = []
+        datamodules: dict[str, Any] = {}  # rows on the same data share one (annotations read once)
         for row in self.recipe.rows:
             configs, flags = self.row_command(row, 0)
             ours = [f for f in flags if f.startswith(("--data.", "--model."))]
             config = parser.parse_args([*_config_flags(configs), *ours])
-            datamodule = parser.instantiate(config.clone().update(None, "model")).data
-            try:
-                problems = model_data_problems(network_of(config.model), datamodule)
-            except ModelBuildError as err:
-                problems = [str(err)]
+            key = repr(config.data)
+            if key not in datamodules:
+                datamodules[key] = parser.instantiate(config.clone().update(None, "model")).data
+            problems = model_config_problems(config.model, datamodules[key])
             found += [f"  row {row.name} ({_shown(row.fit[-1])}): {p}" for p in problems]
         if found:
             raise ReproduceError(
