@@ -38,6 +38,12 @@ from lightning_modules.metrics.segment_map import (
     segment_average_precision,
     summarize,
 )
+from lightning_modules.metrics.segment_recall import (
+    AR_POINTS,
+    area_under_curve,
+    average_recall_curve,
+    topkx_recall,
+)
 
 Conventions = Literal["strict", "official"]
 """How `evaluate segments` treats what the official evaluators score and we refuse by default."""
@@ -54,8 +60,10 @@ def evaluate_segments(
     tious: Sequence[float],
     conventions: Conventions = "strict",
     ground_truth_format: str | None = None,
+    top_k: Sequence[int] = (1, 5),
 ) -> dict[str, Any]:
-    """Detection mAP of an ActivityNet results file.
+    """Detection mAP of an ActivityNet results file, and its top-kx recall (`top_k`; see
+    lightning_modules/metrics/segment_recall.py).
 
     `strict` refuses predictions of videos outside the evaluated ground truth and segments that
     end before they start or start before 0, and matches two zero-length segments only where
@@ -90,30 +98,116 @@ def evaluate_segments(
     if not len(gt["label"]):
         raise EvaluationError(f"{ground_truth}: no ground-truth segments to score against")
     _refuse_labels_of_other_subsets(full, truth, results, predictions)
-    pred = {
-        "video": np.array([video_index[v] for v in results.videos], np.int64)[results.video],
-        "label": results.label,
-        "segments": results.segments.copy(),
-        "scores": results.scores,
+    table = {
+        "pred_video": np.array([video_index[v] for v in results.videos], np.int64)[results.video],
+        "pred_label": results.label,
+        "pred_segments": results.segments,
+        "pred_scores": results.scores,
+        **{f"gt_{name}": gt[name] for name in ("video", "label", "segments")},
+        "num_classes": len(full.classes),
+        "tious": tious,
     }
-    inverted = pred["segments"][:, 1] < pred["segments"][:, 0]
+    zero_length = "official" if official else "strict"
+    recall = topkx_recall(**table, top_k=top_k, zero_length="no_match" if official else "strict")
+    inverted = results.segments[:, 1] < results.segments[:, 0]
     if inverted.any():  # the official tIoU of a segment ending before its start is <= 0
-        pred["video"][inverted] = len(video_index)  # a video without ground truth: FPs
-        pred["segments"][inverted] = pred["segments"][inverted][:, ::-1]
-    ap = segment_average_precision(
-        pred_video=pred["video"],
-        pred_label=pred["label"],
-        pred_segments=pred["segments"],
-        pred_scores=pred["scores"],
-        gt_video=gt["video"],
-        gt_label=gt["label"],
-        gt_segments=gt["segments"],
-        num_classes=len(full.classes),
-        tious=tious,
-        zero_length="official" if official else "strict",
-    )
-    per_class = _per_class(full.classes, ap, [f"{t:g}" for t in tious])
-    return {**summarize(ap, tious), "conventions": conventions, "per_class": per_class}
+        # on a video without ground truth: false positives
+        table["pred_video"] = np.where(inverted, len(video_index), table["pred_video"])
+        table["pred_segments"] = np.where(
+            inverted[:, None], results.segments[:, ::-1], results.segments
+        )
+    ap = segment_average_precision(**table, zero_length=zero_length)
+    columns = [f"{t:g}" for t in tious]
+    per_class = _per_class(full.classes, ap, columns)
+    return {
+        **summarize(ap, tious),
+        "recall": _recall_summary(recall, columns, top_k),
+        "conventions": conventions,
+        "per_class": per_class,
+    }
+
+
+def _recall_summary(
+    recall: np.ndarray, columns: Sequence[str], top_k: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """`{"1x": {tIoU: recall, ..., "average": mean}, ...}`, means over classes with ground truth."""
+    present = ~np.isnan(recall[0, 0])
+    summary = {}
+    for j, k in enumerate(top_k):
+        values = recall[:, j, present].mean(axis=1)
+        row = {column: float(v) for column, v in zip(columns, values, strict=True)}
+        summary[f"{k}x"] = {**row, "average": float(values.mean())}
+    return summary
+
+
+def evaluate_proposals(
+    ground_truth: Path,
+    predictions: Path,
+    subset: str | None,
+    tious: Sequence[float],
+    max_average_proposals: float | None = 100,
+    conventions: Conventions = "strict",
+    ground_truth_format: str | None = None,
+) -> dict[str, Any]:
+    """Average recall of class-agnostic proposals against their average number per video
+    (AR@AN, the ActivityNet proposal task; lightning_modules/metrics/segment_recall.py).
+
+    Labels in the file, if any, are not read. `strict` refuses proposals of videos outside the
+    evaluated ground truth and segments ending before they start or starting before 0, and
+    recalls a zero-length segment with the same zero-length proposal; `official` scores as the
+    official evaluator does: such proposals count in the file's proposals (the sampling ratio),
+    an inverted one recalls nothing, negative starts are kept, and zero-length segments are
+    never recalled (its 0/0 = NaN).
+    """
+    if len({f"{t:g}" for t in tious}) != len(tious):
+        raise EvaluationError(f"--tiou names a threshold twice: {list(tious)}")
+    if max_average_proposals is not None and not max_average_proposals > 0:
+        raise EvaluationError(f"--max-proposals must be positive, got {max_average_proposals}")
+    official = conventions == "official"
+    full = read_ground_truth(ground_truth, ground_truth_format)
+    truth = _subset(full, subset)
+    results = read_results_table(predictions, (PROPOSAL,), check_spans=not official, proposals=True)
+    video_index = {video: i for i, video in enumerate(truth.records)}
+    for video in results.videos:
+        if official:  # counted in the file's proposals, recalls nothing
+            video_index.setdefault(video, len(video_index))
+        else:
+            _check_video(video, truth, full, subset, predictions)
+    gt = segment_table(truth.records.values(), video_index, dict.fromkeys(full.classes, 0))
+    if not len(gt["label"]):
+        raise EvaluationError(f"{ground_truth}: no ground-truth segments to recall")
+    try:
+        recall, proposals_per_video = average_recall_curve(
+            pred_video=np.array([video_index[v] for v in results.videos], np.int64)[results.video],
+            pred_segments=results.segments,
+            pred_scores=results.scores,
+            gt_video=gt["video"],
+            gt_segments=gt["segments"],
+            tious=tious,
+            max_average_proposals=max_average_proposals,
+            zero_length="no_match" if official else "strict",
+        )
+    except ValueError as err:
+        raise EvaluationError(f"{predictions}: {err}") from None
+    average = recall.mean(axis=0)
+    top = max_average_proposals or float(proposals_per_video[-1])
+    points = {f"{top * p / AR_POINTS:g}": float(average[p - 1]) for p in (1, 5, 10, 50, 100)}
+    return {
+        "AR@AN": points,
+        "AUC": area_under_curve(average, proposals_per_video),
+        "recall_at_max": {
+            f"{t:g}": float(value) for t, value in zip(tious, recall[:, -1], strict=True)
+        },
+        "curve": {
+            "average_proposals": [float(v) for v in proposals_per_video],
+            "average_recall": [float(v) for v in average],
+        },
+        "conventions": conventions,
+    }
+
+
+PROPOSAL = "proposal"
+"""The one class of class-agnostic proposals."""
 
 
 def _per_class(

@@ -107,12 +107,24 @@ def read_results_table(
     classes_from: str = "the ground truth's classes",
     check_spans: bool = True,
     label_ids: Callable[[], Mapping[int, str]] | None = None,
+    proposals: bool = False,
 ) -> ScoredSegments:
     """`read_activitynet_results` as columns, with the same checks and errors: a file that
     passes them is read without building a Segment per prediction (the fast path); one that
-    does not is read again record by record, for the error that names the entry."""
+    does not is read again record by record, for the error that names the entry.
+
+    `proposals`: class-agnostic proposals; labels, if any, are not read, and every row is of
+    the one class in `classes`."""
     path = Path(path)
     results = _results_object(path, label_ids)
+    if proposals:
+        (name,) = classes
+        results = {
+            video: [{**p, "label": name} if isinstance(p, dict) else p for p in rows]
+            if isinstance(rows, list)
+            else rows
+            for video, rows in results.items()
+        }
     try:
         return _columns(results, tuple(classes), check_spans)
     except (_Irregular, KeyError, TypeError, ValueError, IndexError):

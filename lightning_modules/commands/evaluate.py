@@ -2,7 +2,9 @@
 truth. Prints one JSON object to stdout; every score is a fraction in [0, 1].
 
     crossdistill evaluate segments --ground-truth GT.json --predictions PRED.json
-                                   [--subset NAME] [--tiou T ...] [--official]
+                                   [--subset NAME] [--tiou T ...] [--top-k K ...] [--official]
+    crossdistill evaluate proposals --ground-truth GT.json --predictions PROPOSALS.json
+                                    [--subset NAME] [--tiou T ...] [--max-proposals AN] [--official]
     crossdistill evaluate frames --ground-truth GT.json --predictions SCORES.npz [--subset NAME]
                                  [--protocol pdan|charades] [--format tsu]
     crossdistill evaluate clips --predictions CLIPS.json
@@ -30,9 +32,29 @@ segments: predictions in the ActivityNet results layout,
   match only where they coincide (tIoU 1). --official scores as the official evaluators do
   instead: those predictions are false positives at their rank, negative starts are kept, and a
   zero-length prediction matches a zero-length ground-truth segment of its class anywhere in the
-  video (their 0/0 = NaN). Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ...,
-  "conventions": "strict" | "official", "per_class": {CLASS: {"0.5": AP, ..., "average"}}}
-  (classes with ground truth; --per-class also prints them as a table on stderr).
+  video (their 0/0 = NaN). Also the top-kx recall (OpenTAD's recall@tIoU@k for --top-k, default
+  1 5): per video and class, the k * n best predictions of the class (n: its ground-truth segments
+  there) recall each segment one of them reaches; mean over classes (under --official zero-length
+  pairs reach nothing, as there). Prints {"mAP": {"0.5": ..., ...}, "average_mAP": ...,
+  "recall": {"1x": {"0.5": ..., ..., "average"}, "5x": ...}, "conventions": "strict" | "official",
+  "per_class": {CLASS: {"0.5": AP, ..., "average"}}} (classes with ground truth; --per-class
+  also prints them as a table on stderr). Tied scores rank by video, start, end.
+
+proposals: class-agnostic proposals in the ActivityNet results layout (labels are not read),
+  {"results": {VIDEO: [{"score", "segment": [s, e]}]}}, against the segments of the ground truth
+  whatever their class: the average recall (AR) over the tIoU thresholds against the average
+  number of proposals per video (AN), as the ActivityNet proposal evaluator samples it: each
+  video keeps its int(n * ratio) best proposals, ratio = AN_max * videos / proposals in the file
+  (--max-proposals AN_max, default 100), and point j = 1..100 takes the first
+  int(kept * j / 100 * AN_max * videos / all kept) of them. Videos are those with ground-truth
+  segments. Prints {"AR@AN": {"1": ..., "5", "10", "50", "100"} (the curve at j = AN / AN_max *
+  100: exactly AN proposals a video when every video has AN_max), "AUC": area under the curve
+  over its last AN (a fraction; the official print is 100 times it), "recall_at_max": {tIoU:
+  recall}, "curve": {"average_proposals": [...], "average_recall": [...]}, "conventions"}.
+  Tied scores rank by start, then end. --official counts proposals of videos outside the
+  evaluated ground truth in the ratio, keeps inverted segments (they recall nothing) and negative
+  starts, and never recalls a zero-length segment (their 0/0 = NaN); by default those proposals
+  are errors and a zero-length segment is recalled by the same zero-length proposal.
 
 frames: ground truth as above, or a Charades CSV (Charades_v1_test.csv, with
   Charades_v1_classes.txt beside it; its subset is the file's, e.g. `test`). Predictions: an npz
@@ -85,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     subcommands = {
-        "segments": "detection mAP at tIoU thresholds",
+        "segments": "detection mAP and top-kx recall at tIoU thresholds",
+        "proposals": "average recall of proposals against their number per video (AR@AN)",
         "frames": "per-frame mAP of dense scores",
         "clips": "top-1/top-5 accuracy and calibration error of clip recognition",
     }
@@ -99,13 +122,18 @@ def _parser() -> argparse.ArgumentParser:
         )
         for name, text in subcommands.items()
     }
-    for name, metavar in (("segments", "PRED.json"), ("frames", "SCORES.npz")):
+    for name in ("segments", "frames"):
         sub[name].add_argument(
             "--per-class",
             action="store_true",
             help="also print the per-class APs (always in the JSON's per_class) as a table on "
             "stderr, worst class first",
         )
+    for name, metavar in (
+        ("segments", "PRED.json"),
+        ("proposals", "PROPOSALS.json"),
+        ("frames", "SCORES.npz"),
+    ):
         sub[name].add_argument("--ground-truth", type=Path, required=True, metavar="GT.json")
         sub[name].add_argument("--predictions", type=Path, required=True, metavar=metavar)
         sub[name].add_argument("--subset", help="evaluate this subset only (default: all)")
@@ -117,24 +145,48 @@ def _parser() -> argparse.ArgumentParser:
             "multithumos, thumos14_txt, charades, activitynet, ...; default: charades for .csv, "
             "else activitynet)",
         )
+    official_help = {
+        "segments": "score as the official ActivityNet evaluator does: predictions of videos "
+        "outside the evaluated ground truth and segments ending before they start are false "
+        "positives (default: refused), and a zero-length prediction matches a zero-length "
+        "ground-truth segment anywhere in the video (default: where they coincide)",
+        "proposals": "score as the official ActivityNet proposal evaluator does: proposals of "
+        "videos outside the evaluated ground truth count in the sampling ratio and segments "
+        "ending before they start recall nothing (default: refused); zero-length segments are "
+        "never recalled (default: by the same zero-length proposal)",
+    }
+    for name, help_text in official_help.items():
+        sub[name].add_argument(
+            "--tiou",
+            type=float,
+            nargs="+",
+            default=list(ACTIVITYNET_TIOUS),
+            metavar="T",
+            help="tIoU thresholds (default: 0.5 0.55 ... 0.95)",
+        )
+        sub[name].add_argument(
+            "--official",
+            action="store_const",
+            const="official",
+            default="strict",
+            dest="conventions",
+            help=help_text,
+        )
     sub["segments"].add_argument(
-        "--tiou",
-        type=float,
+        "--top-k",
+        type=int,
         nargs="+",
-        default=list(ACTIVITYNET_TIOUS),
-        metavar="T",
-        help="tIoU thresholds (default: 0.5 0.55 ... 0.95)",
+        default=[1, 5],
+        metavar="K",
+        help="top-kx recall: the k * n best predictions of a class in a video, n its "
+        "ground-truth segments there (default: 1 5)",
     )
-    sub["segments"].add_argument(
-        "--official",
-        action="store_const",
-        const="official",
-        default="strict",
-        dest="conventions",
-        help="score as the official ActivityNet evaluator does: predictions of videos outside "
-        "the evaluated ground truth and segments ending before they start are false positives "
-        "(default: refused), and a zero-length prediction matches a zero-length ground-truth "
-        "segment anywhere in the video (default: where they coincide)",
+    sub["proposals"].add_argument(
+        "--max-proposals",
+        type=float,
+        default=100.0,
+        metavar="AN",
+        help="the largest average number of proposals per video on the curve (default: 100)",
     )
     sub["frames"].add_argument(
         "--protocol",
@@ -155,7 +207,12 @@ def _section(name: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from lightning_modules.evaluate import evaluate_clips, evaluate_frames, evaluate_segments
+    from lightning_modules.evaluate import (
+        evaluate_clips,
+        evaluate_frames,
+        evaluate_proposals,
+        evaluate_segments,
+    )
 
     args = _parser().parse_args(argv)
     try:
@@ -165,6 +222,17 @@ def main(argv: list[str]) -> int:
                 args.predictions,
                 args.subset,
                 args.tiou,
+                args.conventions,
+                args.format,
+                args.top_k,
+            )
+        elif args.command == "proposals":
+            result = evaluate_proposals(
+                args.ground_truth,
+                args.predictions,
+                args.subset,
+                args.tiou,
+                args.max_proposals,
                 args.conventions,
                 args.format,
             )

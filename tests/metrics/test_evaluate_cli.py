@@ -101,10 +101,13 @@ def test_segments_perfect_and_shifted(ground_truth: Path, tmp_path: Path, capsys
         ground_truth, pred, "--subset", "validation", "--tiou", "0.5", "0.8", "0.85"
     )
     status, result, _ = run(argv, capsys)
-    # jump: above 0.8 the shifted one (ranked second) misses: AP 1/2; run stays 1
+    # jump: above 0.8 the shifted one (ranked second) misses: AP 1/2; run stays 1; recall:
+    # vid_a's jump is missed at 0.85 by its one prediction (1x and 5x alike)
+    recall = {"0.5": 1.0, "0.8": 1.0, "0.85": 0.75, "average": pytest.approx(11 / 12)}
     assert result == {
         "mAP": {"0.5": 1.0, "0.8": 1.0, "0.85": 0.75},
         "average_mAP": pytest.approx(11 / 12),
+        "recall": {"1x": recall, "5x": recall},
         "conventions": "strict",
         "per_class": {
             "jump": {"0.5": 1.0, "0.8": 1.0, "0.85": 0.5, "average": pytest.approx(5 / 6)},
