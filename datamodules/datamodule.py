@@ -27,7 +27,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
@@ -238,6 +238,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         self.datasets: dict[str, UntrimmedDataset] = {}
         self.reports: dict[str, SubsetReport] = {}
         self.attached: dict[str, Source] = {}
+        self.evaluated: tuple[str, ...] | None = None
 
     def _annotation_files(
         self, annotations: str | list[str] | None, annotation_format: str | None
@@ -321,6 +322,13 @@ class MultimodalDataModule(pl.LightningDataModule):
         }
         records = [usable[r.video_id] for r in self.subset_records("train") if r.video_id in usable]
         self.datasets["train"] = self.dataset("train", records)
+
+    def evaluate_only(self, modalities: Sequence[str]) -> None:
+        """Load only `modalities` for validation, test and predict: what the module being
+        evaluated reads (a distilled student reads RGB; decoding its teachers' flow and pose
+        there cost time for nothing). Modalities not loaded are ignored; the held-out videos,
+        scored by the teachers, keep every modality. The module calls it when it sets up."""
+        self.evaluated = tuple(name for name in modalities if name in self.modalities) or None
 
     @cached_property
     def held_out_digest(self) -> str | None:
@@ -502,6 +510,8 @@ class MultimodalDataModule(pl.LightningDataModule):
         self, role: str, loader: type[DataLoader] = DataLoader, **kwargs: Any
     ) -> DataLoader:
         dataset = self.datasets[role]
+        if role in ("val", "test") and self.evaluated is not None:
+            dataset = dataset.reading(self.evaluated)
         rank = _world(self.trainer)[1]
         return loader(
             dataset,

@@ -22,6 +22,8 @@ reaches the main process with that message), never a bare decoder traceback.
 
 from __future__ import annotations
 
+import copy
+
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -87,6 +89,13 @@ class UntrimmedDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+    def reading(self, modalities: Sequence[str]) -> UntrimmedDataset:
+        """The same samples with only these modalities loaded."""
+        view = copy.copy(self)
+        view.sources = {name: self.sources[name] for name in modalities}
+        view.transform = JointTransform(view.sources, self.transform.augment)
+        return view
 
     skip_broken: bool = False
     """Training under `missing: skip`: a window whose file fails to load (damage the pre-flight

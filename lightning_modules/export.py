@@ -47,7 +47,7 @@ from torch import nn
 
 from datamodules.sources.integrity import commit
 from lightning_modules.models.decomposed import DecomposedStudent
-from lightning_modules.models.encoder import ModalityEncoder
+from lightning_modules.models.encoder import input_modalities
 from lightning_modules.runs.checkpoint_io import save_atomic, save_pending
 from lightning_modules.task_module import TaskModule
 from lightning_modules.tasks import Task
@@ -136,17 +136,6 @@ def save_export(payload: Mapping[str, Any], path: str | Path) -> Path:
     path = Path(path)
     save_atomic(dict(payload), path)
     return path
-
-
-def input_modalities(model: nn.Module, skip: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """The modalities the model's encoders read (outside the skipped submodules)."""
-    found = {
-        module.modality
-        for name, module in model.named_modules()
-        if isinstance(module, ModalityEncoder)
-        and not any(name == s or name.startswith(f"{s}.") for s in skip)
-    }
-    return sorted(found)
 
 
 def _inference_unused(model: nn.Module) -> tuple[str, ...]:

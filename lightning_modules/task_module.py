@@ -22,7 +22,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import nn
 
 from datamodules.errors import ConfigError
-from lightning_modules.models.encoder import ModalityEncoder
+from lightning_modules.models.encoder import ModalityEncoder, input_modalities
 from lightning_modules.models.outputs import ModelOutput
 from lightning_modules.tasks import Task
 
@@ -173,6 +173,8 @@ class TaskModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
         check_task_agrees(self.task, datamodule)
+        if hasattr(datamodule, "evaluate_only"):  # evaluation decodes what the model reads
+            datamodule.evaluate_only(input_modalities(self.model))
         self.num_classes = datamodule.num_classes
         self.class_names = datamodule.class_names
         for split in ("val", "test"):

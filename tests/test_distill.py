@@ -116,6 +116,22 @@ def test_bf16_mixed_distillation_has_finite_fp32_terms(
     assert all(torch.isfinite(v) for k, v in built.trainer.callback_metrics.items() if "train" in k)
 
 
+def test_evaluation_loads_only_what_the_student_reads(
+    feature_bench: Path, teacher_checkpoints: dict, tmp_path: Path
+) -> None:
+    """Training loads the teachers' flow and pose; validation and test load the RGB the
+    student reads, and nothing else (decoding the rest there cost time for nothing)."""
+    config = CONFIGS / "distill" / "dense_features_dai21.yaml"
+    built = build(config, feature_bench, tmp_path, teacher_checkpoints, "--trainer.max_steps=1")
+    built.trainer.fit(built.model, built.datamodule)
+    data = built.datamodule
+    assert set(next(iter(data.train_dataloader()))["inputs"]) == {"rgb", "flow", "pose"}
+    assert set(next(iter(data.val_dataloader()))["inputs"]) == {"rgb"}
+    built.trainer.test(built.model, data)
+    assert "test/frame_mAP" in built.trainer.callback_metrics
+    assert set(next(iter(data.test_dataloader()))["inputs"]) == {"rgb"}
+
+
 def test_frame_level_student_trains_its_backbone_with_frozen_teachers(tmp_path_factory) -> None:
     """configs/distill/dense_dai21.yaml on frames: flow and pose teachers of one step, then two
     student steps. The teachers stay bit-identical, the RGB backbone itself learns (what the

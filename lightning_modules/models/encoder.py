@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -55,3 +55,14 @@ def load_pretrained(module: nn.Module, path: str | Path) -> None:
             f"{path} is not a state dict of {type(module).__name__} with these arguments "
             f"(save one with torch.save(encoder.state_dict(), path)): {error}"
         ) from error
+
+
+def input_modalities(model: nn.Module, skip: Sequence[str] = ()) -> list[str]:
+    """The modalities the model's encoders read (outside the submodules named in `skip`)."""
+    found = {
+        module.modality
+        for name, module in model.named_modules()
+        if isinstance(module, ModalityEncoder)
+        and not any(name == s or name.startswith(f"{s}.") for s in skip)
+    }
+    return sorted(found)
