@@ -31,3 +31,39 @@ def test_gpu_benchmark_runs_on_the_cpu_in_tiny_mode(
         )
         assert numbers is not None, line
         assert all(float(value) > 0 for value in numbers.groups()), line
+
+
+@pytest.mark.slow
+def test_inference_benchmark_runs_in_tiny_mode(
+    bench: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The RGB student and the two-stream model with DIS and with TV-L1 flow, from the same
+    decoded 64x64 frames of the tiny benchmark, resized down to 32 (never up); each path's
+    line gives its times per video and per frame by stage, and both flow methods are costed."""
+    from experiments.benchmarks.inference import main as benchmark
+
+    args = ["--root", str(bench), "--videos", "1", "--frames", "6", "--repeats", "1"]
+    assert benchmark([*args, "--size", "32", "--window", "4", "--tvl1-frames", "2"]) == 0
+    out = capsys.readouterr().out
+    number = r"([\d.]+)"
+    for path in ("RGB student", "two-stream \\+ DIS", "two-stream \\+ TV-L1"):
+        line = re.search(
+            rf"^cpu {path}: {number} ms per video, {number} ms per frame \({number} frames/s\); "
+            rf"per frame: decode \+ RGB tensor {number} ms, flow \+ flow tensor {number} ms, "
+            rf"model {number} ms$",
+            out,
+            re.MULTILINE,
+        )
+        assert line is not None, (path, out)
+    for method in ("DIS", "TV-L1"):
+        assert f"ratio (cpu): two-stream + {method} / RGB student = " in out
+    costs = re.search(r"DIS ([\d.]+) ms \(on all 5 pairs\), TV-L1 ([\d.]+) ms", out)
+    assert costs is not None and "first 2 frame pairs of each video (2 of 5 pairs)" in out
+    assert "decoded at 64x64, model input 32x32" in out and "load average" in out
+
+
+def test_the_inference_benchmark_refuses_frames_it_would_upsample(bench: Path) -> None:
+    from experiments.benchmarks.inference import main as benchmark
+
+    with pytest.raises(SystemExit, match="frames of 64x64, smaller than --size 224"):
+        benchmark(["--root", str(bench), "--videos", "1", "--size", "224"])

@@ -306,16 +306,3 @@ def test_a_module_built_without_a_config_is_refused_before_training(tmp_path: Pa
         ExportError, match=r"`model` was given as an object \(ActionModel\).*train through the CLI"
     ):
         StudentExport(tmp_path).setup(None, module, "fit")  # type: ignore[arg-type]
-
-
-def test_inference_benchmark_runs_in_tiny_mode(
-    tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from experiments.benchmarks.inference import main as benchmark
-
-    bench = tiny_benchmark(tmp_path_factory)  # read only
-    args = ["--root", str(bench), "--videos", "1", "--frames", "32", "--repeats", "1"]
-    assert benchmark([*args, "--size", "32", "--window", "32"]) == 0
-    out = capsys.readouterr().out
-    assert "ratio (cpu): two-stream with flow / RGB student = " in out
-    assert "optical flow (OpenCV DIS)" in out and "files: student export" in out

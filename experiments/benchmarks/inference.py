@@ -1,39 +1,54 @@
-"""Inference cost of the RGB student against the two-stream model with its optical flow, in one run.
+"""Inference cost of the RGB student against the two-stream model with its optical flow (DIS and
+TV-L1), in one run, on frames decoded at the model's input size (224x224 by default).
 
-The point of distilling flow into an RGB student is that inference skips the flow. Both paths
-start from the same mp4 of the synthetic benchmark, decoded with decord as the datamodule does:
+The point of distilling flow into an RGB student is that inference skips the flow. Every path
+starts from the same mp4 of a synthetic benchmark rendered at `--size` (nothing is upsampled),
+decoded with decord as the datamodule does:
 
 - RGB student: decode -> RGB tensor -> student. The student is a student export
   (`*.student.pt`) loaded with `load_student`: by default the frame-level RGB model of
   `configs/teacher/dense_rgb.yaml` (a VideoCNN + PDAN, the student of dense_dai21.yaml),
   written as an export here, or a trained run's export with `--student`.
-- two-stream: decode -> RGB tensor, and optical flow computed from the decoded frames with our
-  OpenCV DIS (`datamodules.optical_flow.compute_flow`, as the benchmark's flow files were made) ->
-  flow tensor -> the RGB and flow encoders of `configs/teacher/dense_{rgb,flow}.yaml` side by
-  side (`EarlyFusion`) into one PDAN, the frame-level twin of
-  `configs/teacher/dense_features_rgb_flow.yaml`; or a trained export with `--two-stream`.
+- two-stream + DIS, two-stream + TV-L1: decode -> RGB tensor, and optical flow computed from
+  the decoded frames with the estimator `crossdistill flow --method dis|tvl1` uses
+  (`datamodules.optical_flow.flow_estimator`: OpenCV's DIS, medium preset; OpenCV contrib's dual
+  TV-L1, default parameters, the flow two-stream I3D pipelines use) -> flow tensor -> the RGB
+  and flow encoders of `configs/teacher/dense_{rgb,flow}.yaml` side by side (`EarlyFusion`)
+  into one PDAN, the frame-level twin of `configs/teacher/dense_features_rgb_flow.yaml`; or a
+  trained export with `--two-stream`.
+
+TV-L1 costs about two orders of magnitude more than DIS per frame, so by default it runs on the
+first `--tvl1-frames` frame pairs of each video only: its time is that measured time scaled to
+all the video's pairs (the per-pair cost is printed), and the model still runs on the whole
+video (the remaining flow frames repeat the last computed one). `--tvl1-frames 0` computes it on
+every pair. DIS always runs on every pair.
 
 Tensors are made as `VideoSource` and `FlowSource` make them (centred square, `--size`, flow in
 output pixels / bound), each video is cut into windows of `--window` steps (one frame per step,
 as the synthetic configs do) and run as one batch, like `crossdistill test`. Every stage is
-timed per video, both paths interleaved in every repeat; the median over repeats is reported.
-Models run on CPU, and on CUDA too when it is available (flow stays on the CPU: OpenCV's DIS).
+timed per video, the three paths interleaved (taking turns going first) in every repeat; the
+median over repeats is reported, with the load average at the start and at the end. Models run
+on CPU, and on CUDA too when it is available (flow stays on the CPU).
 
-    .venv/bin/python experiments/benchmarks/inference.py [--root data/synthetic] [--videos 8]
-        [--frames 0] [--repeats 3] [--student RUN/checkpoints/best.student.pt]
+    .venv/bin/python experiments/benchmarks/inference.py [--videos 8] [--repeats 3]
+        [--tvl1-frames 16] [--size 224] [--root DIR] [--student RUN/checkpoints/best.student.pt]
 
-Without `--root` (and without `data/synthetic/`), a benchmark of `--videos` videos is generated
-into a temporary folder. `--frames N` keeps the first N frames of each video (0: all).
+Without `--root`, a synthetic benchmark rendered at `--size` is generated once under
+`outputs/data/synthetic-<size>/` (kept for the next run); a `--root` whose frames are smaller
+than `--size` on their short side is refused. `--frames N` keeps the first N frames of each
+video (0: all).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +58,10 @@ import torch
 import yaml
 from torch import nn
 
-from datamodules.optical_flow import FLOW_BOUND_PX, compute_flow
+from datamodules.optical_flow import FLOW_BOUND_PX, FlowEstimator, compute_flow, flow_estimator
 from datamodules.sources.decoders import DecordReader
 from datamodules.sources.video import square_resize
-from datamodules.synthetic import SyntheticConfig, generate_benchmark
+from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark, is_complete
 from lightning_modules.export import build_model, export_payload, load_student, save_export
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,19 +107,33 @@ def write_untrained_export(config: dict[str, Any], path: Path, classes: list[str
     return save_export(export_payload(checkpoint, model, classes, "untrained"), path)
 
 
-def benchmark_videos(root: Path | None, count: int, scratch: Path) -> tuple[list[Path], list[str]]:
+def benchmark_videos(
+    root: Path | None, count: int, size: int
+) -> tuple[list[Path], list[str], list[str]]:
+    """The first `count` videos of `root` (default: a benchmark rendered at `size`, generated
+    when missing), its classes and their frame sizes; refused when their frames are smaller
+    than `size` on the short side."""
     if root is None:
-        default = REPO / "data" / "synthetic"
-        if (default / "benchmark.json").is_file():
-            root = default
-        else:
-            root = scratch / "synthetic"
-            generate_benchmark(root, SyntheticConfig(videos=max(count, 3)), workers=1)
+        root = REPO / "outputs" / "data" / f"synthetic-{size}"
+        config = SyntheticConfig(videos=max(count, 8), size=size)
+        if not is_complete(root, config):
+            print(f"generating {config.videos} synthetic videos at {size}x{size} under {root} ...")
+            generate_benchmark(root, config)
     manifest = yaml.safe_load((root / "benchmark.json").read_text())
     videos = sorted((root / "videos").glob("*.mp4"))[:count]
     if not videos:
         raise SystemExit(f"no videos/*.mp4 under {root}")
-    return videos, list(manifest["classes"])
+    shapes = set()
+    for video in videos:
+        height, width = DecordReader(video).frames(np.array([0])).shape[1:3]
+        if min(height, width) < size:
+            raise SystemExit(
+                f"{video}: frames of {width}x{height}, smaller than --size {size} on the short "
+                "side: they would be upsampled, which understates the cost of flow. Fix: leave "
+                "out --root (a benchmark is rendered at --size), or a smaller --size"
+            )
+        shapes.add(f"{width}x{height}")
+    return videos, list(manifest["classes"]), sorted(shapes)
 
 
 def to_windows(frames: np.ndarray, window: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,28 +164,38 @@ def flow_tensor(flow: np.ndarray, size: int) -> np.ndarray:
 
 
 class Timer:
-    """Seconds per named stage, summed over the videos of one repeat (CUDA synchronised)."""
+    """Seconds per named stage, summed over the videos of one repeat (CUDA synchronised).
+
+    A stage run on part of the work is timed with `scale` (whole / part): `seconds` holds the
+    extrapolated time, `measured` the time it really took, `pairs` the flow pairs computed."""
 
     def __init__(self, device: torch.device) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.measured: dict[str, float] = defaultdict(float)
+        self.pairs = 0
         self.device = device
 
-    def __call__(self, name: str, work: Callable[[], Any]) -> Any:
+    def __call__(self, name: str, work: Callable[[], Any], scale: float = 1.0) -> Any:
         start = time.perf_counter()
         result = work()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.seconds[name] += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        self.seconds[name] += elapsed * scale
+        self.measured[name] += elapsed
         return result
 
 
 DECODE, RGB, FLOW, FLOW_TENSOR, MODEL = (
     "decode (decord)",
     "RGB to tensor",
-    "optical flow (OpenCV DIS)",
+    "optical flow",
     "flow to tensor",
     "model forward",
 )
+STAGES = (DECODE, RGB, FLOW, FLOW_TENSOR, MODEL)
+STUDENT, DIS, TVL1 = "RGB student", "two-stream + DIS", "two-stream + TV-L1"
+PATHS = (STUDENT, DIS, TVL1)
 
 
 def forward(
@@ -175,32 +214,49 @@ def student_path(video: Path, args: argparse.Namespace, model: nn.Module, timer:
     return len(decoded)
 
 
-def two_stream_path(video: Path, args: argparse.Namespace, model: nn.Module, timer: Timer) -> int:
-    """decode -> RGB, and DIS flow of the decoded frames -> flow -> two-stream model."""
+def two_stream_path(
+    estimator: FlowEstimator, limit: int,
+    video: Path, args: argparse.Namespace, model: nn.Module, timer: Timer,
+) -> int:  # fmt: skip
+    """decode -> RGB, and flow of the decoded frames -> flow -> two-stream model. The flow of
+    the first `limit` frame pairs only (0: all) is computed, its time scaled to all pairs; the
+    other flow frames repeat the last computed one."""
     decoded = timer(DECODE, lambda: decode(video, args.frames))
     rgb, mask = timer(RGB, lambda: to_windows(rgb_tensor(decoded, args.size), args.window))
-    flow = timer(FLOW, lambda: compute_flow(decoded))
+    pairs = len(decoded) - 1
+    computed = pairs if limit <= 0 else min(limit, pairs)
+    flow = timer(FLOW, lambda: compute_flow(decoded[: computed + 1], estimator), pairs / computed)
+    timer.pairs += computed
+    if computed < pairs:
+        flow = np.concatenate([flow, np.repeat(flow[-1:], pairs - computed, axis=0)])
     flow, _ = timer(FLOW_TENSOR, lambda: to_windows(flow_tensor(flow, args.size), args.window))
     timer(MODEL, lambda: forward(model, {"rgb": rgb, "flow": flow}, mask, timer.device))
     return len(decoded)
 
 
-PATHS = {"RGB student": student_path, "two-stream + flow": two_stream_path}
+def path_functions(args: argparse.Namespace) -> dict[str, Callable[..., int]]:
+    """Each path's function of (video, args, model, timer); flow as `crossdistill flow` makes it."""
+    return {
+        STUDENT: student_path,
+        DIS: partial(two_stream_path, flow_estimator("dis"), 0),
+        TVL1: partial(two_stream_path, flow_estimator("tvl1"), args.tvl1_frames),
+    }
 
 
 def one_pass(
     videos: list[Path], args: argparse.Namespace, models: dict[str, nn.Module],
     device: torch.device, repeat: int,
-) -> tuple[dict[str, dict[str, float]], int]:  # fmt: skip
-    """Each path's seconds per stage over all videos, and the number of frames. The paths take
-    turns going first, so that neither always runs after the other's OpenCV or torch work."""
+) -> tuple[dict[str, Timer], int]:  # fmt: skip
+    """Each path's timer over all videos, and the number of frames. The paths take turns going
+    first, so that none always runs after another's OpenCV or torch work."""
+    functions = path_functions(args)
     timers = {name: Timer(device) for name in PATHS}
     frames = 0
     for index, video in enumerate(videos):
-        order = list(PATHS) if (index + repeat) % 2 == 0 else list(PATHS)[::-1]
-        for name in order:
-            frames = frames + PATHS[name](video, args, models[name], timers[name])
-    return {name: dict(timer.seconds) for name, timer in timers.items()}, frames // len(PATHS)
+        turn = (index + repeat) % len(PATHS)
+        for name in PATHS[turn:] + PATHS[:turn]:
+            frames = frames + functions[name](video, args, models[name], timers[name])
+    return timers, frames // len(PATHS)
 
 
 def decode(path: Path, frames: int) -> np.ndarray:
@@ -217,21 +273,87 @@ def parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def load_average() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def report(device: str, passes: list[dict[str, Timer]], videos: int, frames: int) -> None:
+    """The medians of one device's repeats: stages per video, one line per path, the ratios."""
+    ms = {
+        path: {
+            stage: 1000 * statistics.median(p[path].seconds[stage] for p in passes) / videos
+            for stage in passes[0][path].seconds
+        }
+        for path in PATHS
+    }
+    print(f"\n{'ms per video (' + device + ')':<30}" + "".join(f"{p:>20}" for p in PATHS))
+    for stage in STAGES:
+        row = [f"{ms[p][stage]:>20.2f}" if stage in ms[p] else f"{'-':>20}" for p in PATHS]
+        print(f"{stage:<30}" + "".join(row))
+    totals = {path: sum(stages.values()) for path, stages in ms.items()}
+    print(f"{'total':<30}" + "".join(f"{totals[p]:>20.2f}" for p in PATHS))
+    per_frame = videos / frames
+    for path in PATHS:
+        stage = {name: ms[path].get(name, 0.0) * per_frame for name in STAGES}
+        print(
+            f"{device} {path}: {totals[path]:.2f} ms per video, "
+            f"{totals[path] * per_frame:.3f} ms per frame ({1000 / (totals[path] * per_frame):.1f}"
+            f" frames/s); per frame: decode + RGB tensor {stage[DECODE] + stage[RGB]:.3f} ms, "
+            f"flow + flow tensor {stage[FLOW] + stage[FLOW_TENSOR]:.3f} ms, model "
+            f"{stage[MODEL]:.3f} ms"
+        )
+    student = totals[STUDENT]
+    for path in (DIS, TVL1):
+        flow = ms[path][FLOW] + ms[path][FLOW_TENSOR]
+        print(
+            f"ratio ({device}): {path} / {STUDENT} = {totals[path] / student:.2f}x end to end "
+            f"({ms[path][MODEL] / ms[STUDENT][MODEL]:.2f}x the models alone); optical flow is "
+            f"{100 * flow / totals[path]:.0f}% of the {path} time"
+        )
+
+
+def flow_costs(passes: list[dict[str, Timer]], args: argparse.Namespace, frames: int) -> None:
+    """The measured cost of a frame pair of each flow method, and how TV-L1 was extrapolated."""
+    cost = {
+        path: statistics.median(1000 * p[path].measured[FLOW] / p[path].pairs for p in passes)
+        for path in (DIS, TVL1)
+    }
+    computed, pairs = passes[0][TVL1].pairs, passes[0][DIS].pairs
+    how = (
+        f"on all {pairs} frame pairs"
+        if computed == pairs
+        else f"on the first {args.tvl1_frames} frame pairs of each video ({computed} of {pairs} "
+        "pairs), its time extrapolated to every pair at that cost; the model still runs on "
+        "every frame"
+    )
+    print(
+        f"flow per frame pair (measured, median of repeats): DIS {cost[DIS]:.2f} ms (on all "
+        f"{pairs} pairs), TV-L1 {cost[TVL1]:.2f} ms = {cost[TVL1] / cost[DIS]:.0f}x DIS; TV-L1 "
+        f"computed {how}; {frames} frames"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, help="a synthetic benchmark (default: generate one)")
+    parser.add_argument("--root", type=Path, help="a synthetic benchmark (default: generated)")
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--frames", type=int, default=0, help="first N frames per video (0: all)")
-    parser.add_argument("--size", type=int, default=64, help="side of the model input (pixels)")
+    parser.add_argument("--size", type=int, default=224, help="side of the frames (pixels)")
     parser.add_argument("--window", type=int, default=64, help="steps per window (batch rows)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--tvl1-frames", type=int, default=16, help="TV-L1 on the first N pairs per video (0: all)"
+    )
     parser.add_argument("--student", type=Path, help="a student export (default: untrained)")
     parser.add_argument("--two-stream", type=Path, help="a two-stream export (default: untrained)")
     args = parser.parse_args(argv)
+    if args.frames == 1 or args.frames < 0 or args.tvl1_frames < 0 or args.repeats < 1:
+        parser.error("need --frames 0 or >= 2, --tvl1-frames >= 0 and --repeats >= 1")
+    start_load = load_average()
 
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
-        videos, classes = benchmark_videos(args.root, args.videos, scratch)
+        videos, classes, shapes = benchmark_videos(args.root, args.videos, args.size)
         student_file = args.student or write_untrained_export(
             student_config(), scratch / "student.student.pt", classes
         )
@@ -243,52 +365,32 @@ def main(argv: list[str] | None = None) -> int:
             devices.append(torch.device("cuda"))
         results = {}
         for device in devices:
-            models = {
-                "RGB student": load_student(student_file).to(device),
-                "two-stream + flow": load_student(two_stream_file).to(device),
-            }
+            two_stream = load_student(two_stream_file).to(device)  # both flow paths' model
+            models = {STUDENT: load_student(student_file).to(device)}
+            models |= {DIS: two_stream, TVL1: two_stream}
             one_pass(videos[:1], args, models, device, 0)  # warm-up
             passes = [one_pass(videos, args, models, device, r) for r in range(args.repeats)]
             results[device.type] = passes
         sizes = (megabytes(student_file), megabytes(two_stream_file))
-        counts = [parameters(model) for model in models.values()]
+        counts = [parameters(models[STUDENT]), parameters(two_stream)]
 
     frames = passes[0][1]
     print(
-        f"{len(videos)} videos, {frames} frames ({frames / len(videos):.0f} per video), "
-        f"{args.size}x{args.size}, windows of {args.window} steps; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; OpenCV {cv2.__version__}, {cv2.getNumThreads()} "
-        f"threads; median of {args.repeats} repeats"
+        f"{len(videos)} videos, {frames} frames ({frames / len(videos):.0f} per video), decoded "
+        f"at {', '.join(shapes)}, model input {args.size}x{args.size}, windows of {args.window} "
+        f"steps; torch {torch.__version__}, {torch.get_num_threads()} threads; OpenCV "
+        f"{cv2.__version__}, {cv2.getNumThreads()} threads; median of {args.repeats} repeats"
     )
     for device, passes in results.items():
-        ms = {
-            path: {
-                stage: 1000 * statistics.median(p[0][path][stage] for p in passes) / len(videos)
-                for stage in passes[0][0][path]
-            }
-            for path in PATHS
-        }
-        print(f"\n{'ms per video (' + device + ')':<30}" + "".join(f"{p:>20}" for p in PATHS))
-        for stage in (DECODE, RGB, FLOW, FLOW_TENSOR, MODEL):
-            row = [f"{ms[p][stage]:>20.2f}" if stage in ms[p] else f"{'-':>20}" for p in PATHS]
-            print(f"{stage:<30}" + "".join(row))
-        totals = {path: sum(stages.values()) for path, stages in ms.items()}
-        print(f"{'total':<30}" + "".join(f"{totals[p]:>20.2f}" for p in PATHS))
-        per_frame = [f"{totals[p] * len(videos) / frames:>20.3f}" for p in PATHS]
-        print(f"{'ms per frame':<30}" + "".join(per_frame))
-        rates = [f"{1000 * frames / len(videos) / totals[p]:>20.0f}" for p in PATHS]
-        print(f"{'frames per second':<30}" + "".join(rates))
-        student, two_stream = ms["RGB student"], ms["two-stream + flow"]
-        flow = two_stream[FLOW] + two_stream[FLOW_TENSOR]
-        print(
-            f"ratio ({device}): two-stream with flow / RGB student = "
-            f"{totals['two-stream + flow'] / totals['RGB student']:.2f}x end to end "
-            f"({two_stream[MODEL] / student[MODEL]:.2f}x the models alone); optical flow is "
-            f"{100 * flow / totals['two-stream + flow']:.0f}% of the two-stream time"
-        )
+        report(device, [timers for timers, _ in passes], len(videos), frames)
+    flow_costs([timers for timers, _ in results["cpu"]], args, frames)
     print(
         f"files: student export {sizes[0]} ({counts[0]:,} parameters); two-stream export "
         f"{sizes[1]} ({counts[1]:,} parameters)"
+    )
+    print(
+        f"load average (1, 5, 15 min) at start {start_load}; at end {load_average()}; "
+        f"{os.cpu_count()} cores"
     )
     return 0
 
