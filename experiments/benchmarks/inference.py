@@ -44,8 +44,8 @@ import yaml
 from torch import nn
 
 from datamodules.optical_flow import FLOW_BOUND_PX, compute_flow
+from datamodules.sources.base import square_resize
 from datamodules.sources.decoders import DecordReader
-from datamodules.sources.video import square_resize
 from datamodules.synthetic import SyntheticConfig, generate_benchmark
 from lightning_modules.export import build_model, export_payload, load_student, save_export
 
