@@ -290,6 +290,17 @@ def test_the_command_explains_what_it_cannot_do(
     err = capsys.readouterr().err
     assert "could not be stored" in err and "a_file/store" in err and "Fix:" in err
     assert "Traceback" not in err
+    skip = "--data.init_args.missing=skip"
+    assert main(["frame-store", *store_flags(bench, tmp_path / "a_file" / "store"), skip]) == 1
+    root = tmp_path / "bench"
+    shutil.copytree(bench, root)
+    victim = next((root / "flow").glob("*.mp4"))
+    victim.unlink()
+    args = ["frame-store", *store_flags(root, tmp_path / "store")]
+    assert main(args) == 1
+    assert f"{victim}: file not found. Fix: restore it" in capsys.readouterr().err
+    assert main([*args, skip]) == 0  # training leaves the video out
+    assert "training leaves them out" in capsys.readouterr().err
 
 
 def test_workers_building_the_store_give_the_decoded_batches(bench: Path, tmp_path: Path) -> None:
