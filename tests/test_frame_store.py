@@ -218,6 +218,20 @@ def test_a_writer_that_fails_leaves_no_entry(
     ]
 
 
+def test_a_video_that_cannot_be_decoded_whole_is_named(
+    videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def damaged(reader, chunk=64):
+        yield reader.frames(np.arange(8))
+        raise RuntimeError("[h264] error while decoding MB 3 2")
+
+    monkeypatch.setattr(frame_store, "in_order", damaged)
+    message = r"idx\.mp4: cannot be decoded whole .*after frame 8.*Fix: re-encode"
+    with pytest.raises(FrameStoreError, match=message):
+        rgb(videos, tmp_path / "store").load(record(), TimeGrid(0.0, 1.6, 16))
+    assert not list((tmp_path / "store").rglob("*.npy")) + list((tmp_path / "store").rglob(".*"))
+
+
 def test_concurrent_writers_of_one_video_agree(videos: Path, tmp_path: Path) -> None:
     """Workers reading one video at once each build it; the entry ends complete and whole."""
     sources = [rgb(videos, tmp_path / "store") for _ in range(3)]

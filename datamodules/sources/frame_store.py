@@ -268,10 +268,19 @@ class FrameStore:
         def write(handle: IO[bytes]) -> None:
             nonlocal written, side
             np.lib.format.write_array_header_1_0(handle, header)
-            for decoded in in_order(reader):
-                side = min(decoded.shape[1:3])
-                handle.write(to_planes(decoded, self.size, self.channels).tobytes())
-                written += len(decoded)
+            try:
+                for decoded in in_order(reader):
+                    side = min(decoded.shape[1:3])
+                    handle.write(to_planes(decoded, self.size, self.channels).tobytes())
+                    written += len(decoded)
+            except OSError:
+                raise  # the store's disk, not the video
+            except Exception as err:
+                raise FrameStoreError(
+                    f"{video}: cannot be decoded whole for the frame store (after frame "
+                    f"{written}: {err}). Fix: re-encode or replace the video (`crossdistill "
+                    "data-check --deep` finds damaged files)"
+                ) from None
             if written != reader.frame_count:
                 raise FrameStoreError(
                     f"{video}: decoded {written} of the {reader.frame_count} frames its header "
