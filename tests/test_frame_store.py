@@ -202,34 +202,29 @@ def test_a_killed_writers_file_is_ignored_and_cleaned(videos: Path, tmp_path: Pa
     assert remove_leftovers(entry.parent) == []
 
 
-def test_a_writer_that_fails_leaves_no_entry(
-    videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        (OSError("No space left on device"), r"cannot write the frame store .*No space left"),
+        (
+            RuntimeError("[h264] error while decoding MB 3 2"),
+            r"idx\.mp4: cannot be decoded whole .*after frame 8.*Fix: re-encode",
+        ),
+    ],
+    ids=["full-disk", "damaged-video"],
+)
+def test_a_writer_that_fails_leaves_no_entry_and_names_the_cause(
+    videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception, message: str
 ) -> None:
-    def broken(reader, chunk=64):
+    def failing(reader, chunk=64):
         yield reader.frames(np.arange(8))
-        raise OSError("No space left on device")
+        raise failure
 
-    monkeypatch.setattr(frame_store, "in_order", broken)
-    source = rgb(videos, tmp_path / "store")
-    with pytest.raises(FrameStoreError, match="No space left on device"):
-        source.load(record(), TimeGrid(0.0, 1.6, 16))
-    assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == [
-        *(tmp_path / "store" / "digests").iterdir()
-    ]
-
-
-def test_a_video_that_cannot_be_decoded_whole_is_named(
-    videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def damaged(reader, chunk=64):
-        yield reader.frames(np.arange(8))
-        raise RuntimeError("[h264] error while decoding MB 3 2")
-
-    monkeypatch.setattr(frame_store, "in_order", damaged)
-    message = r"idx\.mp4: cannot be decoded whole .*after frame 8.*Fix: re-encode"
+    monkeypatch.setattr(frame_store, "in_order", failing)
     with pytest.raises(FrameStoreError, match=message):
         rgb(videos, tmp_path / "store").load(record(), TimeGrid(0.0, 1.6, 16))
-    assert not list((tmp_path / "store").rglob("*.npy")) + list((tmp_path / "store").rglob(".*"))
+    written = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert written == [*(tmp_path / "store" / "digests").iterdir()]  # no entry, no part file
 
 
 def test_concurrent_writers_of_one_video_agree(videos: Path, tmp_path: Path) -> None:
