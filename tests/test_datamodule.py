@@ -173,7 +173,7 @@ def test_two_workers_load_batches(bench: Path) -> None:
 def test_workers_forked_after_a_main_process_pass_do_not_hang(bench: Path) -> None:
     """decord readers cached by a `num_workers: 0` pass are inherited by workers forked later;
     closing one there blocked the worker for good (its decoding thread is not forked)."""
-    dm = make(bench, modalities={"rgb": VideoSource(size=32)})  # streaming readers (cache_mb 0)
+    dm = make(bench, modalities={"rgb": VideoSource(size=32)})  # decord readers, no store
     dm.setup("fit")
     assert list(dm.train_dataloader())
     dm.num_workers = 2
