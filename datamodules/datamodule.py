@@ -509,6 +509,11 @@ class MultimodalDataModule(pl.LightningDataModule):
     def _loader(
         self, role: str, loader: type[DataLoader] = DataLoader, **kwargs: Any
     ) -> DataLoader:
+        if self.num_workers > 0:
+            # OpenCV's thread pool does not survive a fork: a worker that resized the pool it
+            # inherited waited forever for the parent's pool threads. The workers are the
+            # parallelism, so OpenCV runs on one thread from here on, inherited by them
+            cv2.setNumThreads(1)
         dataset = self.datasets[role]
         if role in ("val", "test") and self.evaluated is not None:
             dataset = dataset.reading(self.evaluated)
@@ -646,8 +651,7 @@ def _init_worker(worker_id: int, rank: int) -> None:
     group, and a worker killed by its SIGTERM would take the run down before the main process
     reaches the step boundary where it checkpoints and exits with status 75 (the main process
     shuts its workers down itself)."""
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    torch.set_num_threads(1)  # OpenCV's one thread comes from the parent (`_loader`)
     for name in ("SIGTERM", "SIGUSR1"):
         signal.signal(signal.Signals[name], signal.SIG_IGN)
     pl_worker_init_function(worker_id, rank)

@@ -23,7 +23,6 @@ reaches the main process with that message), never a bare decoder traceback.
 from __future__ import annotations
 
 import copy
-
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass

@@ -67,3 +67,27 @@ def test_the_inference_benchmark_refuses_frames_it_would_upsample(bench: Path) -
 
     with pytest.raises(SystemExit, match="frames of 64x64, smaller than --size 224"):
         benchmark(["--root", str(bench), "--videos", "1", "--size", "224"])
+
+
+def test_loader_benchmark_runs_in_tiny_mode(
+    bench: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PyAV, the decoding datamodule and the frame store (built ahead by the command, and on
+    first use) each print a rate and its ratio to PyAV; the build time and the load apart."""
+    from experiments.benchmarks.loader import main as benchmark
+
+    assert benchmark(["--tiny", "--root", str(bench)]) == 0
+    out = capsys.readouterr().out
+    rates = dict(
+        re.findall(r"^  (.+?): +([\d.]+) clips/s(?: \([\d.]+x PyAV\))?$", out, re.MULTILINE)
+    )
+    assert sorted(rates) == [
+        "datamodule, 0 workers, decoding",
+        "frame store built ahead, 0 workers, 1st pass",
+        "frame store built on first use, 0 workers, 1st pass",
+        "straightforward PyAV, 1 process",
+    ]
+    assert all(float(rate) > 0 for rate in rates.values())
+    assert len(re.findall(r"clips/s \([\d.]+x PyAV\)$", out, re.MULTILINE)) == 3
+    assert re.search(r"crossdistill frame-store build, 6 videos x \(RGB, flow\): [\d.]+ s", out)
+    assert len(re.findall(r"^load average \(1, 5, 15 min\) at the \w+: [\d. ]+", out, re.M)) == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -170,10 +172,31 @@ def test_two_workers_load_batches(bench: Path) -> None:
     assert all(torch.isfinite(b["inputs"]["rgb"]).all() for b in batches)
 
 
+def test_workers_forked_after_opencv_ran_threads_do_not_hang(bench: Path) -> None:
+    """OpenCV's thread pool, started in the main process by a threaded resize, does not survive
+    the fork: a worker that set its own thread count then waited forever (seen as a suite that
+    stopped in `_init_worker`)."""
+    script = f"""
+import cv2, numpy as np
+from tests.test_datamodule import make
+cv2.setNumThreads(2)
+image = np.random.rand(1500, 1500, 3).astype(np.float32)
+for _ in range(3):
+    cv2.resize(image, (1000, 1000))
+dm = make({str(bench)!r}, num_workers=2)
+dm.setup("fit")
+print(len(next(iter(dm.train_dataloader()))["meta"]["video_id"]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert done.returncode == 0 and done.stdout.split()[-1] == "2", done.stderr[-2000:]
+
+
 def test_workers_forked_after_a_main_process_pass_do_not_hang(bench: Path) -> None:
     """decord readers cached by a `num_workers: 0` pass are inherited by workers forked later;
     closing one there blocked the worker for good (its decoding thread is not forked)."""
-    dm = make(bench, modalities={"rgb": VideoSource(size=32)})  # streaming readers (cache_mb 0)
+    dm = make(bench, modalities={"rgb": VideoSource(size=32)})  # decord readers, no store
     dm.setup("fit")
     assert list(dm.train_dataloader())
     dm.num_workers = 2
@@ -223,7 +246,6 @@ def test_training_samples_depend_on_seed_epoch_and_index_only(bench: Path) -> No
 def test_workers_of_different_ranks_draw_different_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Our `worker_init_fn` replaces Lightning's; it must still mix the rank into the seeds."""
     monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
-    monkeypatch.setattr(datamodule_module.cv2, "setNumThreads", lambda threads: None)
     draws = []
     with isolate_rng():
         for rank in (0, 1):

@@ -89,31 +89,6 @@ def test_video_length_must_match_the_duration_unless_resampled(root: Path) -> No
     np.testing.assert_array_equal(read_indices(rgb), np.arange(12) * 10 + 5)
 
 
-def test_whole_video_cache_gives_the_same_frames_within_its_budget(root: Path) -> None:
-    kept = bound(VideoSource("videos/{video_id}.mp4", size=48, cache_mb=2), root)
-    plain = bound(VideoSource("videos/{video_id}.mp4", size=48), root)
-    for grid in (TimeGrid(0.0, 3.2, 32), TimeGrid(7.0, 8.6, 8)):
-        assert torch.equal(kept.load(record(), grid)["m"], plain.load(record(), grid)["m"])
-    [reader] = kept._readers._readers.values()
-    assert reader.nbytes == FRAMES * 48 * 64 * 3  # decoded once, kept whole
-    tiny = bound(VideoSource("videos/{video_id}.mp4", cache_mb=0), root)
-    tiny._readers.open_reader.keep_bytes = 1000  # a video larger than the budget is streamed
-    tiny.load(record(), TimeGrid(0.0, 1.0, 10))
-    [reader] = tiny._readers._readers.values()
-    assert reader.nbytes == 0
-
-
-def test_reader_cache_evicts_by_budget() -> None:
-    class Held:
-        def __init__(self, path: str) -> None:
-            self.path, self.nbytes = path, 40
-
-    cache = ReaderCache(Held, capacity=8, budget_bytes=100)
-    for path in "abcab":
-        cache.get(path)
-    assert list(cache._readers) == ["a", "b"]  # "c" was dropped as least recently used
-
-
 def test_reader_cache_starts_empty_in_another_process() -> None:
     opened: list[str] = []
     cache = ReaderCache(lambda path: opened.append(path) or path, capacity=2)

@@ -71,16 +71,12 @@ class ReaderCache(Generic[T]):
 
     Readers hold file handles and decoder state that must never be shared between DataLoader
     workers: the cache remembers which process filled it and starts empty in any other (a forked
-    worker), and it pickles empty (a spawned worker). It keeps at most `capacity` streaming
-    readers, and readers that hold decoded frames (`nbytes` > 0) up to `budget_bytes` in all.
+    worker), and it pickles empty (a spawned worker). It keeps at most `capacity` readers.
     """
 
-    def __init__(
-        self, open_reader: Callable[[Path], T], capacity: int = 32, budget_bytes: int = 0
-    ) -> None:
+    def __init__(self, open_reader: Callable[[Path], T], capacity: int = 32) -> None:
         self.open_reader = open_reader
         self.capacity = capacity
-        self.budget_bytes = budget_bytes
         self._pid = os.getpid()
         self._readers: OrderedDict[Hashable, T] = OrderedDict()
 
@@ -93,20 +89,12 @@ class ReaderCache(Generic[T]):
         if reader is None:
             reader = self.open_reader(path)
         self._readers[path] = reader
-        self._evict()
+        while len(self._readers) > self.capacity:
+            self._readers.popitem(last=False)  # the least recently used
         return reader
 
-    def _evict(self) -> None:
-        held = [getattr(reader, "nbytes", 0) for reader in self._readers.values()]
-        total, streaming = sum(held), held.count(0)
-        for nbytes in held[:-1]:  # oldest first; the reader just used always stays
-            if total <= self.budget_bytes and streaming <= self.capacity:
-                break
-            self._readers.popitem(last=False)
-            total, streaming = total - nbytes, streaming - (nbytes == 0)
-
     def __getstate__(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("open_reader", "capacity", "budget_bytes")}
+        return {k: getattr(self, k) for k in ("open_reader", "capacity")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
@@ -243,6 +231,21 @@ def centre_square(width: float, height: float) -> tuple[float, float, float]:
     shares, so normalised coordinates of keypoints and boxes match the pixels of the video."""
     side = min(width, height)
     return (width - side) / 2.0, (height - side) / 2.0, side
+
+
+def square_resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """Frames `(n, H, W, C)` cut to their centred short-side square and resized to `size`."""
+    import cv2
+
+    if not len(frames):
+        return np.zeros((0, size, size, *frames.shape[3:]), dtype=frames.dtype)
+    height, width = frames.shape[1:3]
+    x0, y0, side = (round(v) for v in centre_square(width, height))
+    frames = frames[:, y0 : y0 + side, x0 : x0 + side]
+    if side == size:
+        return np.ascontiguousarray(frames)
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (size, size), interpolation=interpolation) for f in frames])
 
 
 _NPY_HEADER_LOCK = threading.Lock()

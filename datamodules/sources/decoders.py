@@ -16,9 +16,12 @@ import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from datamodules.sources.frame_store import FrameStore
 
 Backend = Literal["decord", "pyav"]
 
@@ -27,8 +30,6 @@ class FrameReader(Protocol):
     fps: float | None
     """Frames per second (None for a frame folder configured without one)."""
     frame_count: int
-    nbytes: int
-    """Bytes of decoded frames the reader holds (0 for streaming readers)."""
 
     def frames(self, indices: np.ndarray) -> np.ndarray:
         """RGB frames at sorted, unique indices, `(n, H, W, 3)` uint8."""
@@ -36,8 +37,6 @@ class FrameReader(Protocol):
 
 
 class DecordReader:
-    nbytes = 0
-
     def __init__(self, path: Path) -> None:
         import decord
 
@@ -51,8 +50,6 @@ class DecordReader:
 
 
 class PyAVReader:
-    nbytes = 0
-
     def __init__(self, path: Path) -> None:
         import av
 
@@ -74,9 +71,13 @@ class PyAVReader:
 
     def stream(self) -> Iterator[np.ndarray]:
         """Every frame in order, from the first, as RGB `(H, W, 3)` uint8."""
+        return (rgb for _, rgb in self.numbered())
+
+    def numbered(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Every frame in order, from the first, with the index `frames` knows it by."""
         self._container.seek(self._start, stream=self._stream, backward=True, any_frame=False)
         for frame in self._container.decode(self._stream):
-            yield frame.to_ndarray(format="rgb24")
+            yield self._index(frame.pts), frame.to_ndarray(format="rgb24")
 
     def _index(self, pts: int) -> int:
         return round((pts - self._start) * self._time_base * self.fps)
@@ -175,8 +176,6 @@ def _template_pattern(template: str) -> re.Pattern[str]:
 class FrameFolderReader:
     """The frames of a folder of images, numbered without gaps from `layout.first`."""
 
-    nbytes = 0
-
     def __init__(self, folder: Path, layout: FrameFolder) -> None:
         if not folder.is_dir():
             raise ValueError("not a folder of frames")
@@ -218,45 +217,19 @@ def open_reader(path: Path, backend: Backend, folder: FrameFolder | None = None)
         raise ValueError(f"{backend} cannot open it: {err}") from err
 
 
-class WholeVideo:
-    """Every frame of a video, decoded once and kept: later windows are lookups instead of
-    decodes from the previous key frame (for datasets of small videos)."""
-
-    def __init__(self, reader: FrameReader) -> None:
-        self.fps, self.frame_count = reader.fps, reader.frame_count
-        self._frames = reader.frames(np.arange(reader.frame_count))
-        self.nbytes = self._frames.nbytes
-
-    def frames(self, indices: np.ndarray) -> np.ndarray:
-        return self._frames[indices]
-
-
-def decoded_bytes(path: Path, frame_count: int, reader: FrameReader | None = None) -> int:
-    """Size of a video's frames decoded to RGB, from its header (or its first frame)."""
-    import av
-
-    if isinstance(reader, FrameFolderReader):
-        return frame_count * reader.frames(np.array([0])).nbytes
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return frame_count * stream.width * stream.height * 3
-
-
 class ReaderOpener:
     """Picklable `path -> reader` (a lambda would not reach spawned workers): a streaming
-    reader, or a `WholeVideo` when the decoded video fits in `keep_bytes`; frame folders when
-    `folder` names their frames."""
+    reader, frame folders when `folder` names their frames, or the frames of a frame store
+    (`datamodules.sources.frame_store`, built on first use) when `store` is given."""
 
     def __init__(
-        self, backend: Backend, keep_bytes: int = 0, folder: FrameFolder | None = None
+        self, backend: Backend, folder: FrameFolder | None = None, store: FrameStore | None = None
     ) -> None:
         self.backend = backend
-        self.keep_bytes = keep_bytes
         self.folder = folder
+        self.store = store
 
     def __call__(self, path: Path) -> FrameReader:
-        reader = open_reader(path, self.backend, self.folder)
-        if self.keep_bytes and decoded_bytes(path, reader.frame_count, reader) <= self.keep_bytes:
-            return WholeVideo(reader)
-        return reader
+        if self.store is not None:
+            return self.store.open(path)
+        return open_reader(path, self.backend, self.folder)

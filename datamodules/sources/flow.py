@@ -6,6 +6,9 @@ path without extension, `flow/{video_id}` holding `flow_x_00001.jpg`, `flow_y_00
 TSN/I3D/denseflow layout, read as a frame folder); and `.npy` arrays `(T, H, W, 2)` in pixels per
 frame. `crossdistill flow` writes the first two. Displacements are rescaled with the frames (a frame
 halved in size moves half as many pixels), so flow stays in pixels of the tensor it lives in.
+
+Quantised flow is cut and resized as the 8-bit values it is stored in, then dequantised: the
+frames a frame store keeps (`frame_store`) are exactly those values.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from datamodules.sources.base import (
     Problem,
     load_array,
     non_finite,
+    square_resize,
     steps_info,
 )
 from datamodules.sources.decoders import Backend
-from datamodules.sources.video import FramesFromVideo, on_steps, square_resize
+from datamodules.sources.video import FramesFromVideo, on_steps
 
 
 class FlowSource(FramesFromVideo):
@@ -42,8 +46,8 @@ class FlowSource(FramesFromVideo):
             flow videos and JPEG pairs (manifest default `bound_px`; 20 is usual for JPEGs).
         size: side of the square output, pixels.
         backend: video decoder for `.mp4` flow, `decord` or `pyav`.
-        cache_mb: decoded flow frames of `.mp4` flow each worker keeps, in MiB (see
-            `VideoSource`).
+        frame_store: decode each `.mp4` flow once, whole, into a store of its x and y planes on
+            the square, read by later windows instead of decoding (see `VideoSource`).
         fps: frame rate of `.npy` flow and of JPEG folders; default the manifest's, else the
             annotation's (videos carry their own).
         resample: spread the file's frames over the annotated duration when their count
@@ -65,13 +69,13 @@ class FlowSource(FramesFromVideo):
         bound: float | None = None,
         size: int = 224,
         backend: Backend = "decord",
-        cache_mb: int = 0,
+        frame_store: bool | str = False,
         fps: float | None = None,
         resample: bool = False,
         frames: list[str] | None = None,
         first_frame: int = 1,
     ) -> None:
-        super().__init__(path, size, backend, cache_mb, resample, fps, frames, first_frame)
+        super().__init__(path, size, backend, frame_store, resample, fps, frames, first_frame)
         if len(self.frames) != 2:
             raise ValueError(f"flow frames need two names, x then y, got {list(self.frames)}")
         self.bound = bound
@@ -92,6 +96,10 @@ class FlowSource(FramesFromVideo):
     @property
     def _is_array(self) -> bool:
         return str(self.path).endswith(".npy")
+
+    @property
+    def _reads_videos(self) -> bool:
+        return super()._reads_videos and not self._is_array
 
     def _array_fps(self, record: VideoRecord) -> float:
         fps = self.fps or record.fps
@@ -130,11 +138,11 @@ class FlowSource(FramesFromVideo):
     def load(self, record: VideoRecord, grid: TimeGrid) -> dict[str, Tensor]:
         if self._is_array:
             flow, rows = self._array_on_grid(record, grid)
+            side = min(flow.shape[1:3]) if len(flow) else self.size
+            flow = square_resize(flow, self.size)
         else:
-            decoded, rows = self.decode(record, grid)
-            flow = dequantize_flow(decoded, self.bound)
-        side = min(flow.shape[1:3]) if len(flow) else self.size
-        flow = square_resize(flow.astype(np.float32, copy=False), self.size)
+            quantised, rows, side = self.square_frames(record, grid)
+            flow = dequantize_flow(quantised, self.bound)
         flow *= self.size / side / self.bound
         channels_first = np.ascontiguousarray(on_steps(flow, rows).transpose(3, 0, 1, 2))
         return {self.name: torch.from_numpy(channels_first)}

@@ -38,17 +38,25 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomic(
+    path: Path, write: Callable[[IO[bytes]], None], pending: Path | None = None
+) -> None:
     """Write `path` through a fsynced temporary file in its folder, then `os.replace` it into
     place and fsync the folder (so that the new name survives a crash right after)."""
-    commit(write_pending(path, write), path)
+    commit(write_pending(path, write, pending), path)
 
 
-def write_pending(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+def write_pending(
+    path: Path, write: Callable[[IO[bytes]], None], pending: Path | None = None
+) -> Path:
     """The first half of `write_atomic`: a complete, fsynced temporary file beside `path`
-    (`commit` puts it in place), for two files that must change together."""
+    (`commit` puts it in place), for two files that must change together. The temporary file
+    is `pending` when given (a name its writer can be told by), else a random name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
+    if pending is None:
+        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False)
+    else:
+        handle = open(pending, "wb")
     try:
         os.chmod(handle.name, 0o666 & ~_UMASK)  # as a plain open() would (not tempfile's 0600)
         with handle:

@@ -7,6 +7,9 @@ it is read on the grid exactly as the video it came from would be. Each frame is
 square of its short side and resized to `size`, the view that keypoints and boxes are normalised to
 as well. No mean/std normalisation: that belongs to the model, whose backbone knows its own
 statistics.
+
+With `frame_store` set, video files are decoded once, whole, into a store of frames already on
+the square, which later reads map instead of decoding (`datamodules.sources.frame_store`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -26,10 +28,10 @@ from datamodules.sources.base import (
     Problem,
     ReaderCache,
     Source,
-    centre_square,
     steps_info,
 )
 from datamodules.sources.decoders import Backend, FrameFolder, FrameReader, ReaderOpener
+from datamodules.sources.frame_store import FrameStore, StoredFrames, store_folder, to_planes
 
 
 class FramesFromVideo(Source):
@@ -37,6 +39,7 @@ class FramesFromVideo(Source):
     a folder of its frames as images (when `path` has no file extension)."""
 
     channels: ClassVar[int] = 3
+    """Planes the source reads of each decoded frame: 3 (RGB), 2 (x and y of quantised flow)."""
     default_frames: ClassVar[tuple[str, ...]]
     """File names of the frames in a frame folder when the config gives none."""
 
@@ -45,15 +48,15 @@ class FramesFromVideo(Source):
         path: str | None = None,
         size: int = 224,
         backend: Backend = "decord",
-        cache_mb: int = 0,
+        frame_store: bool | str = False,
         resample: bool = False,
         fps: float | None = None,
         frames: str | list[str] | None = None,
         first_frame: int = 1,
     ) -> None:
         super().__init__(path, resample)
-        if size < 1 or cache_mb < 0:
-            raise ValueError(f"need size >= 1 and cache_mb >= 0, got {size}, {cache_mb}")
+        if size < 1:
+            raise ValueError(f"need size >= 1, got {size}")
         self.size = size
         self.backend = backend
         self.fps = fps
@@ -61,7 +64,9 @@ class FramesFromVideo(Source):
         self.frames = (templates,) if isinstance(templates, str) else tuple(templates)
         self.first_frame = first_frame
         FrameFolder(self.frames, first_frame, fps)  # a bad template fails at construction
-        self._cache_bytes = cache_mb * 2**20
+        # private: where frames are kept changes no value (not part of a teacher cache's key)
+        self._frame_store = frame_store
+        self._store: FrameStore | None = None
         self._readers = self._reader_cache()
 
     @property
@@ -71,12 +76,31 @@ class FramesFromVideo(Source):
             return None
         return FrameFolder(self.frames, self.first_frame, self.fps)
 
+    @property
+    def store(self) -> FrameStore | None:
+        """The frame store the source reads video files through (None: it decodes them)."""
+        return self._store
+
     def _reader_cache(self) -> ReaderCache[FrameReader]:
-        opener = ReaderOpener(self.backend, self._cache_bytes, self.layout)
-        return ReaderCache(opener, budget_bytes=self._cache_bytes)
+        return ReaderCache(ReaderOpener(self.backend, self.layout, self._store))
 
     def configure(self, entry: dict[str, Any], manifest: dict[str, Any]) -> None:
+        folder = store_folder(self._frame_store, self.root)
+        if folder is not None and not self._reads_videos:
+            raise DataError(
+                f"modality {self.name!r}: frame_store keeps decoded video files, but {self.path} "
+                "names frame folders or arrays, which are read as they are. Fix: remove "
+                f"modalities.{self.name}.init_args.frame_store"
+            )
+        if folder is not None:
+            option = f"modalities.{self.name}.init_args.frame_store"
+            self._store = FrameStore(folder, self.backend, self.size, self.channels, option)
         self._readers = self._reader_cache()  # the path, now known, may name frame folders
+
+    @property
+    def _reads_videos(self) -> bool:
+        """Whether `path` names video files (not frame folders, nor arrays)."""
+        return self.layout is None
 
     def _open(self, path: Path) -> FrameReader:
         """A reader outside the cache: the main process must not hold readers that forked
@@ -105,10 +129,16 @@ class FramesFromVideo(Source):
                 reader.frames(np.arange(start, min(reader.frame_count, start + 64)))
         else:
             reader.frames(np.array([reader.frame_count - 1]))
+        problems = []
+        if self._store is not None and (what := self._store.unusable(path)):
+            problems.append(self.problem(path, record, what, self._store.fix()))
         if record.duration is None:
-            return []
+            return problems
         expected = expected_frames(record.duration, self._fps(reader, record))
-        return self.length_problem(path, record, reader.frame_count, expected, "frames")
+        return [
+            *self.length_problem(path, record, reader.frame_count, expected, "frames"),
+            *problems,
+        ]
 
     def _folder_problems(self, path: Path, record: VideoRecord) -> list[Problem]:
         """Frame files missing from the numbering, or x and y planes that disagree."""
@@ -151,9 +181,13 @@ class FramesFromVideo(Source):
         reader = self._open(self.file(record.video_id))
         return reader.frame_count / self._fps(reader, record)
 
-    def decode(self, record: VideoRecord, grid: TimeGrid) -> tuple[np.ndarray, np.ndarray]:
-        """The file's frames `(n, H, W, 3)` uint8 at the grid's instants inside the video, each
-        decoded once, and for every step the row of its frame (-1 outside the video)."""
+    def square_frames(
+        self, record: VideoRecord, grid: TimeGrid
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The file's frames at the grid's instants inside the video, each read once, on the
+        square: `(n, S, S, channels)` uint8 (decoded, or from the frame store); for every step
+        the row of its frame (-1 outside the video); and the short side of the file's frames
+        (displacements of flow scale by size / side)."""
         reader = self._readers.get(self.file(record.video_id))
         times, valid = steps_info(grid, record)
         fps = self._fps(reader, record)
@@ -162,8 +196,12 @@ class FramesFromVideo(Source):
         rows = np.full(grid.steps, -1, dtype=np.int64)
         rows[valid] = inverse
         if not len(unique):
-            return np.zeros((0, 1, 1, 3), dtype=np.uint8), rows
-        return reader.frames(unique), rows
+            empty = np.zeros((0, self.size, self.size, self.channels), dtype=np.uint8)
+            return empty, rows, self.size
+        if isinstance(reader, StoredFrames):
+            return reader.frames(unique), rows, reader.side
+        decoded = reader.frames(unique)
+        return to_planes(decoded, self.size, self.channels), rows, min(decoded.shape[1:3])
 
     def sample_shapes(self, steps: int, record: VideoRecord) -> dict[str, tuple[int, ...]]:
         return {self.name: (self.channels, steps, self.size, self.size)}
@@ -177,10 +215,12 @@ class VideoSource(FramesFromVideo):
             folder of frames, without an extension, e.g. `rgb_frames/{video_id}`.
         size: side of the square output, pixels.
         backend: `decord` (fast batch seeking) or `pyav` (fallback).
-        cache_mb: decoded frames each DataLoader worker keeps, in MiB: whole videos, least
-            recently used dropped first, so that later windows of a kept video need no decoding;
-            0 decodes every window from the key frame before it. Worth it for small videos (the
-            synthetic benchmark's take about 3 MB each); a video larger than this is not kept.
+        frame_store: decode each video file once, whole, into a store of its frames on the
+            square (`size`), which every later read maps instead of decoding from the key frame
+            before the window: `true` for `<root>.frame_store/` beside the data root, or a
+            folder (relative to the working directory, as `root` is; one store serves any
+            dataset, keyed by each video's content). Built by the first read of each video, or
+            ahead of training by `crossdistill frame-store`. `false`: decode every window.
         resample: spread the file's frames over the annotated duration when their count
             disagrees with it by more than one frame.
         fps: frame rate of frame folders (default the annotation's; videos carry their own).
@@ -195,24 +235,11 @@ class VideoSource(FramesFromVideo):
     default_frames = ("frame_{:010d}.jpg",)
 
     def load(self, record: VideoRecord, grid: TimeGrid) -> dict[str, Tensor]:
-        decoded, rows = self.decode(record, grid)
-        frames = on_steps(square_resize(decoded, self.size), rows)
+        square, rows, _ = self.square_frames(record, grid)
+        frames = on_steps(square, rows)
         # in numpy: cheaper than torch's thread pool for a few small arrays per sample
         rgb = np.multiply(frames.transpose(3, 0, 1, 2), np.float32(1 / 255), dtype=np.float32)
         return {self.name: torch.from_numpy(np.ascontiguousarray(rgb))}
-
-
-def square_resize(frames: np.ndarray, size: int) -> np.ndarray:
-    """Frames `(n, H, W, C)` cut to their centred short-side square and resized to `size`."""
-    if not len(frames):
-        return np.zeros((0, size, size, *frames.shape[3:]), dtype=frames.dtype)
-    height, width = frames.shape[1:3]
-    x0, y0, side = (round(v) for v in centre_square(width, height))
-    frames = frames[:, y0 : y0 + side, x0 : x0 + side]
-    if side == size:
-        return np.ascontiguousarray(frames)
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (size, size), interpolation=interpolation) for f in frames])
 
 
 def on_steps(values: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -16,8 +16,8 @@ augmentation (cached mode refuses augmentation that changes a teacher's input):
 - cached: `cache-teachers`' `build_cache` runs the teacher once over whole videos (timed apart,
   a one-off cost), then the datamodule loads RGB features only and reads the cache.
 
-Prints seconds per training epoch of each mode (the first epoch apart: it fills the decoded-video
-cache of the flow source), their ratio, the student's validation frame mAP after the last epoch
+Prints seconds per training epoch of each mode (the first epoch apart: it fills the frame store
+of the flow source), their ratio, the student's validation frame mAP after the last epoch
 for every seed in each mode (the spread over seeds is the noise the modes are compared
 against), and how far the whole-video teacher is from the windowed one on the training
 windows (relative L2 of embeddings and logits, largest difference of the sigmoid scores).
@@ -75,10 +75,10 @@ def cls(class_path: str, /, **init_args: object) -> dict:
 def data_config(root: Path, student: str) -> dict:
     """RGB (features, or 32x32 frames) and 64x64 flow frames, no augmentation."""
     if student == "frames":
-        rgb = cls("datamodules.sources.VideoSource", size=32, cache_mb=512)
+        rgb = cls("datamodules.sources.VideoSource", size=32, frame_store=True)
     else:
         rgb = cls("datamodules.sources.FeatureSource", path="features/rgb/{video_id}.npy")
-    flow = cls("datamodules.sources.FlowSource", size=64, cache_mb=512)
+    flow = cls("datamodules.sources.FlowSource", size=64, frame_store=True)
     return cls(
         "datamodules.datamodule.MultimodalDataModule",
         root=str(root),

@@ -11,8 +11,9 @@ under `torch.autocast(bfloat16)` for `bf16-mixed` (what Lightning's precision pl
 
 - `compute`: steps on one batch kept on the device: the model alone.
 - `with loader`: each step takes its batch from the datamodule's training loader (`--workers`
-  processes) and moves it to the device; `compute / with loader` near 1 means the model is the
-  bottleneck, well above 1 that the loader is.
+  processes; the frame stores of the data configs are filled first, untimed) and moves it to
+  the device; `compute / with loader` near 1 means the model is the bottleneck, well above 1
+  that the loader is.
 
 Peak memory is CUDA's peak allocation on a GPU, the process's peak resident size on the CPU. The
 data is a synthetic benchmark generated under `--root` when missing (`--videos` videos). Prints
@@ -65,6 +66,17 @@ def build(
         parsed.data.init_args.batch_size = batch_size
     built = parser.instantiate(parsed)
     return built.model, built.data
+
+
+def fill_frame_stores(datamodule: LightningDataModule) -> None:
+    """Decode the training videos into the frame stores the data config sets (what
+    `crossdistill frame-store` does), before any timing: steps read stored frames, as they do
+    in training once the store is built."""
+    from lightning_modules.commands.frame_store import fill_stores, stored_sources
+
+    videos = [record.video_id for record in datamodule.reports["train"].usable]
+    if failed := fill_stores(stored_sources(datamodule.modalities), videos, lambda _: None):
+        raise SystemExit("\n".join(failed))
 
 
 def to_device(value: Any, device: torch.device) -> Any:
@@ -152,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     for row, (data, model) in ROWS.items():
         module, datamodule = build(data, model, args.root, args.size, args.workers, args.batch_size)
         datamodule.setup("fit")
+        fill_frame_stores(datamodule)
         module.to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

@@ -59,8 +59,8 @@ import yaml
 from torch import nn
 
 from datamodules.optical_flow import FLOW_BOUND_PX, FlowEstimator, compute_flow, flow_estimator
+from datamodules.sources.base import square_resize
 from datamodules.sources.decoders import DecordReader
-from datamodules.sources.video import square_resize
 from datamodules.synthetic.generator import SyntheticConfig, generate_benchmark, is_complete
 from lightning_modules.export import build_model, export_payload, load_student, save_export
 

@@ -1,24 +1,38 @@
 """Clips per second of `MultimodalDataModule` against a straightforward PyAV decode, in one run.
 
-Both paths produce the same clips: 16 consecutive frames of RGB and flow at 64x64 from the
+Every path produces the same clips: 16 consecutive frames of RGB and flow at 64x64 from the
 synthetic benchmark, as float tensors `(3, 16, 64, 64)` in [0, 1] and `(2, 16, 64, 64)` in
-pixels / bound, for the same list of randomly placed clips. The straightforward path opens both
-mp4s per clip with PyAV and decodes from the first frame up to the clip's last, as a first
-script would. The datamodule path is the one training uses (cached decord readers per worker,
-batch frame access), with no augmentation so that both do the same work, with 0 and 2 workers;
-then with the decoded-video cache (`cache_mb`), whose first pass decodes whole videos and whose
-second pass over the same clips is served from memory.
+pixels / bound, for the same list of randomly placed clips. The paths:
+
+- straightforward PyAV: opens both mp4s per clip and decodes from the first frame up to the
+  clip's last, as a first script would (one process);
+- the datamodule decoding every clip (cached decord readers per worker, batch frame access);
+- the datamodule reading a frame store (`frame_store:`), each on its FIRST pass over the clips:
+  with the store built beforehand by `crossdistill frame-store` (its build time is printed
+  apart), and with an empty store that the pass builds on first use (each video decoded whole
+  when a clip first reads it).
+
+The datamodule runs without augmentation, so that every path does the same work, with 0 and 2
+workers; worker start-up is included. Every store starts empty in a temporary folder (never
+beside `--root`, which may be read-only). The store built ahead was just written, so its files
+are in the page cache, as they are after the command on a machine with memory to spare; no pass
+is repeated, so no figure relies on a second epoch. The load average is printed before and
+after: on a shared machine the ratios, measured in one run, mean more than the rates.
 
     .venv/bin/python experiments/benchmarks/loader.py [--root data/synthetic] [--clips 400]
 
-Without `--root`, a 24-video benchmark is generated into a temporary folder. Prints clips/s of
-each path and the ratios; worker start-up is included in the timings.
+Without `--root`, a 24-video benchmark is generated into a temporary folder. `--tiny` (what the
+test suite runs) takes a few clips with 0 workers, to check the script, not to measure.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +40,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+import yaml
 
 from datamodules.datamodule import MultimodalDataModule
 from datamodules.grid import TimeGrid
@@ -36,10 +51,11 @@ from datamodules.synthetic import SyntheticConfig, generate_benchmark
 
 FRAMES = 16
 SIZE = 64
+WINDOW = {"window_seconds": 1.0, "window_steps": FRAMES, "augment": None}
 
 
 class FixedClips:
-    """A window sampler over a given list of windows (the clips both paths decode)."""
+    """A window sampler over a given list of windows (the clips every path decodes)."""
 
     random = False
 
@@ -53,21 +69,51 @@ class FixedClips:
         return [self.clips[index]]
 
 
-def datamodule(root: Path, workers: int, batch_size: int, cache_mb: int) -> MultimodalDataModule:
+def datamodule(
+    root: Path, workers: int, batch_size: int, store: Path | None = None
+) -> MultimodalDataModule:
+    option = str(store) if store is not None else False
     dm = MultimodalDataModule(
         root=root,
         modalities={
-            "rgb": VideoSource(size=SIZE, cache_mb=cache_mb),
-            "flow": FlowSource(size=SIZE, cache_mb=cache_mb),
+            "rgb": VideoSource(size=SIZE, frame_store=option),
+            "flow": FlowSource(size=SIZE, frame_store=option),
         },
-        window_seconds=1.0,
-        window_steps=FRAMES,
-        augment=None,
         batch_size=batch_size,
         num_workers=workers,
+        **WINDOW,
     )
     dm.setup("fit")
     return dm
+
+
+def build_store(root: Path, store: Path) -> float:
+    """Seconds `crossdistill frame-store` takes to fill `store` for every video of the
+    benchmark (the same sources as `datamodule`); its progress lines are not printed."""
+    from lightning_modules.commands import main as crossdistill
+
+    source = {"size": SIZE, "frame_store": str(store)}
+    config = {
+        "data": {
+            "class_path": "datamodules.datamodule.MultimodalDataModule",
+            "init_args": {
+                "root": str(root),
+                "modalities": {
+                    "rgb": {"class_path": "datamodules.sources.VideoSource", "init_args": source},
+                    "flow": {"class_path": "datamodules.sources.FlowSource", "init_args": source},
+                },
+                **WINDOW,
+            },
+        }
+    }
+    path = store.parent / f"{store.name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        status = crossdistill(["frame-store", "--config", str(path)])
+    if status != 0:
+        raise SystemExit(f"crossdistill frame-store failed:\n{printed.getvalue()}")
+    return time.perf_counter() - start
 
 
 def choose_clips(dm: MultimodalDataModule, count: int, seed: int) -> list[Window]:
@@ -84,18 +130,13 @@ def choose_clips(dm: MultimodalDataModule, count: int, seed: int) -> list[Window
     return clips
 
 
-def run_datamodule(dm: MultimodalDataModule, clips: list[Window], passes: int) -> list[float]:
-    """Clips per second through the datamodule's training DataLoader, per pass over the clips
-    (its workers persist between passes, with their readers and caches)."""
+def first_pass(dm: MultimodalDataModule, clips: list[Window]) -> float:
+    """Clips per second of one pass through the datamodule's training DataLoader."""
     dm.datasets["train"].sampler = FixedClips(clips)
-    loader = dm.train_dataloader()
-    rates = []
-    for _ in range(passes):
-        start = time.perf_counter()
-        seen = sum(batch["inputs"]["rgb"].shape[0] for batch in loader)
-        assert seen == len(clips)
-        rates.append(seen / (time.perf_counter() - start))
-    return rates
+    start = time.perf_counter()
+    seen = sum(batch["inputs"]["rgb"].shape[0] for batch in dm.train_dataloader())
+    assert seen == len(clips)
+    return seen / (time.perf_counter() - start)
 
 
 def pyav_clip(path: Path, first: int) -> np.ndarray:
@@ -123,43 +164,60 @@ def run_pyav(root: Path, clips: list[Window], bound: float) -> float:
     return len(clips) / (time.perf_counter() - start)
 
 
-def main() -> None:
+def load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, help="synthetic benchmark (default: generate one)")
     parser.add_argument("--clips", type=int, default=400)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache_mb", type=int, default=1024, help="per worker and modality")
-    args = parser.parse_args()
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--tiny", action="store_true", help="a check of the script (tests)")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.clips, args.batch_size, args.workers = 8, 4, [0]
     # one torch thread in this process, as in DataLoader workers: with more, torch's thread
-    # pool makes small tensor operations slow on a busy CPU, for both paths alike
+    # pool makes small tensor operations slow on a busy CPU, for every path alike
     torch.set_num_threads(1)
+    print(f"load average (1, 5, 15 min) at the start: {load()} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as scratch:
         root = args.root
         if root is None:
             root = Path(scratch) / "synthetic"
-            generate_benchmark(root, SyntheticConfig(videos=24))
+            videos = 3 if args.tiny else 24
+            generate_benchmark(root, SyntheticConfig(videos=videos, min_duration=8.0))
         manifest = json.loads((root / "benchmark.json").read_text())
         bound = manifest["modalities"]["flow"]["bound_px"]
-        clips = choose_clips(datamodule(root, 0, args.batch_size, 0), args.clips, args.seed)
+        clips = choose_clips(datamodule(root, 0, args.batch_size), args.clips, args.seed)
+        print(f"{len(clips)} clips of {FRAMES} frames, RGB + flow at {SIZE}x{SIZE}, from {root}")
         pyav = run_pyav(root, clips, bound)
-        rates = {
-            (workers, cache): run_datamodule(
-                datamodule(root, workers, args.batch_size, cache), clips, 2 if cache else 1
+        rates: dict[str, float] = {}
+        for workers in args.workers:
+            dm = datamodule(root, workers, args.batch_size)
+            rates[f"datamodule, {workers} workers, decoding"] = first_pass(dm, clips)
+        built = Path(scratch) / "store_built_ahead"
+        build_s = build_store(root, built)
+        for workers in args.workers:
+            dm = datamodule(root, workers, args.batch_size, built)
+            rates[f"frame store built ahead, {workers} workers, 1st pass"] = first_pass(dm, clips)
+        for workers in args.workers:
+            fresh = Path(scratch) / f"store_first_use_{workers}"
+            dm = datamodule(root, workers, args.batch_size, fresh)
+            rates[f"frame store built on first use, {workers} workers, 1st pass"] = first_pass(
+                dm, clips
             )
-            for cache in (0, args.cache_mb)
-            for workers in (0, 2)
-        }
-    print(f"{len(clips)} clips of {FRAMES} frames, RGB + flow at {SIZE}x{SIZE}, from {root}")
-    print(f"  straightforward PyAV, 1 process:            {pyav:7.1f} clips/s")
-    for (workers, cache), passes in rates.items():
-        for number, rate in enumerate(passes, start=1):
-            setting = f"cache_mb={cache}, pass {number}" if cache else "no cache"
-            print(
-                f"  datamodule, {workers} workers, {setting:<20} {rate:7.1f} clips/s "
-                f"({rate / pyav:.1f}x PyAV)"
-            )
+        width = max(len(name) for name in rates) + 1
+        print(f"  {'straightforward PyAV, 1 process:':<{width}} {pyav:8.1f} clips/s")
+        for name, rate in rates.items():
+            print(f"  {name + ':':<{width}} {rate:8.1f} clips/s ({rate / pyav:.1f}x PyAV)")
+        videos = len(list((root / "videos").glob("*.mp4")))
+        print(f"  crossdistill frame-store build, {videos} videos x (RGB, flow): {build_s:.1f} s")
+    print(f"load average (1, 5, 15 min) at the end: {load()}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

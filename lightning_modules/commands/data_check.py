@@ -65,11 +65,26 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
+def build_data(parser: ArgumentParser, config: Any, prog: str) -> Any:
+    """The datamodule of a config parsed by `data_config_parser`; None when the config cannot
+    be used, after printing why (a data or annotation error names the file and the fix; any
+    other error is a bug and raises, as every error does with `--debug`)."""
     from datamodules.annotations import AnnotationError
-    from datamodules.data_check import run_checks
     from datamodules.errors import debugging, find_cause
     from datamodules.sources.base import DataError
+
+    try:
+        return parser.instantiate(config).data
+    except Exception as err:
+        found = find_cause(err, (DataError, AnnotationError))
+        if found is None or debugging():
+            raise
+        print(f"{prog}: the data config cannot be used: {found}", file=sys.stderr)
+        return None
+
+
+def main(argv: list[str]) -> int:
+    from datamodules.data_check import run_checks
     from datamodules.synthetic.generator import SyntheticConfig, root_problem
 
     parser = build_parser()
@@ -89,13 +104,8 @@ def main(argv: list[str]) -> int:
             )
             return 1
         data_args.synthetic = None  # complete: read it as it is
-    try:
-        datamodule = parser.instantiate(config.clone().update(None, "model")).data
-    except Exception as err:
-        found = find_cause(err, (DataError, AnnotationError))
-        if found is None or debugging():
-            raise
-        print(f"data-check: the data config cannot be used: {found}", file=sys.stderr)
+    datamodule = build_data(parser, config.clone().update(None, "model"), "data-check")
+    if datamodule is None:
         return 1
     for source in datamodule.modalities.values():
         source.deep_check = deep
