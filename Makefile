@@ -40,4 +40,4 @@ format: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) outputs data/synthetic .pytest_cache
+	rm -rf $(VENV) outputs data/synthetic data/synthetic.frame_store .pytest_cache
