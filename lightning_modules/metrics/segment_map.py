@@ -90,7 +90,7 @@ def segment_average_precision(
             f"tIoU thresholds must be 1 to {_MAX_THRESHOLDS} values in (0, 1], got {list(tious)}"
         )
 
-    order = _matching_order(pred_scores, pred_label, pred_video, pred_segments, num_classes)
+    order = ranking_order(pred_scores, pred_label, pred_video, pred_segments, num_classes)
     label = pred_label[order]
     ascending = np.argsort(thresholds, kind="stable")
     matchable, hit_bits = _greedy_match(
@@ -122,14 +122,15 @@ def segment_average_precision(
     return ap
 
 
-def _matching_order(
+def ranking_order(
     scores: np.ndarray,
     labels: np.ndarray,
     videos: np.ndarray,
     segments: np.ndarray,
     num_classes: int,
 ) -> np.ndarray:
-    """Order by class, descending score, video, start, end."""
+    """Order by class, descending score, video, start, end (classes: integers in
+    [0, num_classes], any grouping key)."""
     order = np.argsort(-scores)  # quicksort, several times faster than lexsort
     if (np.diff(scores[order]) == 0).any():  # ties: the full key decides
         order = np.lexsort((segments[:, 1], segments[:, 0], videos, -scores))

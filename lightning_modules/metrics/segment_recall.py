@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from lightning_modules.metrics.segment_map import temporal_iou
+from lightning_modules.metrics.segment_map import ranking_order, temporal_iou
 
 RecallZeroLength = Literal["strict", "no_match"]
 AR_POINTS = 100
@@ -67,7 +67,9 @@ def topkx_recall(
     has_gt = (keys[group] == pred_key) if len(keys) else np.zeros(len(pred_key), bool)
     rows = np.flatnonzero(has_gt)
     rows = rows[
-        np.lexsort((pred_segments[rows, 1], pred_segments[rows, 0], -scores[rows], group[rows]))
+        ranking_order(
+            scores[rows], group[rows], np.zeros(len(rows), np.int64), pred_segments[rows], len(keys)
+        )
     ]
     group = group[rows]
     run_start = np.searchsorted(group, group)  # first row of the same key
@@ -141,7 +143,13 @@ def average_recall_curve(
     slot = np.searchsorted(videos, pred_video).clip(max=len(videos) - 1)
     rows = np.flatnonzero(videos[slot] == pred_video)
     rows = rows[
-        np.lexsort((pred_segments[rows, 1], pred_segments[rows, 0], -scores[rows], slot[rows]))
+        ranking_order(
+            scores[rows],
+            slot[rows],
+            np.zeros(len(rows), np.int64),
+            pred_segments[rows],
+            len(videos),
+        )
     ]
     slot = slot[rows]
     proposals = np.bincount(slot, minlength=len(videos))
