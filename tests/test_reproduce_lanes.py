@@ -12,7 +12,7 @@ import pytest
 
 from lightning_modules.reproduce.recipe import load_recipe
 from lightning_modules.reproduce.runner import TableRunner
-from lightning_modules.reproduce.scheduler import JobFailed, run_in_lanes
+from lightning_modules.reproduce.scheduler import JobFailed, run_in_lanes, seconds_left
 
 
 def test_jobs_name_what_they_read() -> None:
@@ -92,6 +92,22 @@ def test_lanes_run_independent_jobs_side_by_side_after_what_they_need(tmp_path: 
     assert times["c"][0] >= times["a"][1] and times["d"][0] >= max(times["a"][1], times["b"][1])
     assert any("done 4/4" in line for line in lines) and "min left" in " ".join(lines)
     assert (tmp_path / "logs" / "a.log").is_file()
+    recorded = json.loads((tmp_path / "logs" / "durations.json").read_text())
+    assert sorted(recorded) == ["a", "b", "c", "d"] and all(v >= 1.0 for v in recorded.values())
+
+
+def test_time_left_runs_the_estimates_over_the_lanes() -> None:
+    """Each job at its own earlier time, else its row's at another seed, else the mean; a
+    running job for what is left of its estimate; pending jobs on the first free lane."""
+    known = {"rgb seed 0": 100.0, "student seed 0": 300.0, "teacher seed 0": 200.0}
+    # the last job alone: its estimate minus what it has run, not the mean over two lanes
+    assert seconds_left({"student seed 0": 50.0}, [], known, 2) == 250.0
+    # seeds 1 of each row at their seed 0's time: lanes [0 + 100 + 200, 0 + 300]
+    pending = ["rgb seed 1", "student seed 1", "teacher seed 1"]
+    assert seconds_left({}, pending, known, 2) == 300.0
+    # an unknown row at the mean (200), after the running student's 300 - 100 left
+    assert seconds_left({"student seed 0": 100.0}, ["new seed 0"], known, 1) == 400.0
+    assert seconds_left({"a": 1.0}, ["b"], {}, 2) is None
 
 
 def test_a_failed_job_stops_new_ones_and_names_its_log(tmp_path: Path) -> None:

@@ -7,19 +7,25 @@ are independent except for their teachers and prepared features. Every job runs 
 thread count whatever the number of lanes, so one lane and several give identical results.
 
 Jobs are addressed by name; a lane rebuilds the runner's job list and runs the named job, its
-output going to `OUT/logs/<job>.log`. The first failure stops new jobs, lets the running ones
-finish (their results are kept for a rerun), and is raised with the failed job's log.
+output going to `OUT/logs/<job>.log`; each job's time is kept in `OUT/logs/durations.json`,
+from which a later run (a rerun, more seeds) estimates the time left. The first failure stops
+new jobs, lets the running ones finish (their results are kept for a rerun), and is raised with
+the failed job's log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
+import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
+
+from datamodules.sources.integrity import write_atomic
 
 
 class JobFailed(RuntimeError):
@@ -37,7 +43,8 @@ def run_in_lanes(
     table, logs = runner.recipe.table, Path(runner.out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     running: dict[Future, tuple[Any, float]] = {}
-    durations: list[float] = []
+    record = logs / "durations.json"
+    durations = _read_durations(record)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(lanes, context, initializer=_lane, initargs=(threads,)) as pool:
         while pending or running:
@@ -55,12 +62,16 @@ def run_in_lanes(
                     wait(running)
                     raise JobFailed(_failure(job, future.exception(), _log(logs, job)))
                 finished.add(job.name)
-                durations.append(time.perf_counter() - start)
+                durations[job.name] = time.perf_counter() - start
+                _write_durations(record, durations)
                 left = len(pending) + len(running)
-                now = [j.name for j, _ in running.values()]
+                clock = time.perf_counter()
+                elapsed = {j.name: clock - began_at for j, began_at in running.values()}
+                eta = seconds_left(elapsed, [j.name for j in pending], durations, lanes)
                 say(
-                    f"[{table}] {job.name}: {durations[-1]:.0f} s; done {total - left}/{total}, "
-                    f"running {now}{_eta(durations, left, lanes)}",
+                    f"[{table}] {job.name}: {durations[job.name]:.0f} s; done "
+                    f"{total - left}/{total}, running {list(elapsed)}"
+                    + (f", about {eta / 60:.0f} min left" if left and eta is not None else ""),
                     flush=True,
                 )
     say(f"[{table}] {total} jobs in {time.perf_counter() - began:.0f} s on {lanes} lanes")
@@ -75,12 +86,50 @@ def _failure(job: Any, error: BaseException | None, log: Path) -> str:
     return f"{job.name} failed: {error}\n--- the end of {log} ---\n{tail}"
 
 
-def _eta(durations: list[float], left: int, lanes: int) -> str:
-    """A rough time left: the jobs left at the mean duration so far, spread over the lanes."""
-    if not left:
-        return ""
-    minutes = sum(durations) / len(durations) * left / lanes / 60
-    return f", about {minutes:.0f} min left"
+def seconds_left(
+    running: dict[str, float], pending: Sequence[str], known: dict[str, float], lanes: int
+) -> float | None:
+    """A rough time left: until the last job ends if each takes its estimate (its own time in an
+    earlier run, else its row's at another seed, else the mean of the times known), running jobs
+    (name -> seconds so far) finishing first and the pending ones taken in order by the first
+    free lane. None when no time is known yet."""
+    if not known:
+        return None
+    mean = sum(known.values()) / len(known)
+    by_row: dict[str, float] = {}
+    for name, seconds in known.items():
+        by_row.setdefault(_row(name), seconds)
+
+    def estimate(name: str) -> float:
+        return known.get(name, by_row.get(_row(name), mean))
+
+    free = sorted(max(estimate(name) - spent, 0.0) for name, spent in running.items())
+    free += [0.0] * max(lanes - len(free), 0)
+    for name in pending:
+        free.sort()
+        free[0] += estimate(name)
+    return max(free)
+
+
+def _row(job: str) -> str:
+    """The row of a job name (`dense_student seed 2` -> `dense_student`)."""
+    return re.sub(r" seed \d+$", "", job)
+
+
+def _read_durations(path: Path) -> dict[str, float]:
+    """The job times of earlier runs (none when the file is missing or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float)}
+
+
+def _write_durations(path: Path, durations: dict[str, float]) -> None:
+    text = json.dumps({k: round(v, 1) for k, v in durations.items()}, indent=1).encode()
+    write_atomic(path, lambda handle: handle.write(text))
 
 
 def _lane(threads: int) -> None:
