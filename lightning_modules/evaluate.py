@@ -73,8 +73,7 @@ def evaluate_segments(
     anywhere in the video (their 0/0 = NaN). Not reproduced: the same 0/0 also makes an
     inverted prediction exactly as long as a ground-truth segment a hit there.
     """
-    if len({f"{t:g}" for t in tious}) != len(tious):
-        raise EvaluationError(f"--tiou names a threshold twice: {list(tious)}")
+    _check_thresholds(tious)
     official = conventions == "official"
     full = read_ground_truth(ground_truth, ground_truth_format)
     truth = _subset(full, subset)
@@ -87,12 +86,8 @@ def evaluate_segments(
     )
     # videos numbered as SegmentMAP numbers them, so that ties in score fall the same way
     video_index = dict(zip(truth.records, sample_order(list(truth.records)).tolist(), strict=True))
+    _index_predicted_videos(video_index, results, full, truth, subset, predictions, official)
     class_index = {name: i for i, name in enumerate(full.classes)}
-    for video in results.videos:
-        if official:  # a video without ground truth here: its predictions are false positives
-            video_index.setdefault(video, len(video_index))
-        else:
-            _check_video(video, truth, full, subset, predictions)
 
     gt = segment_table(truth.records.values(), video_index, class_index)
     if not len(gt["label"]):
@@ -107,7 +102,6 @@ def evaluate_segments(
         "num_classes": len(full.classes),
         "tious": tious,
     }
-    zero_length = "official" if official else "strict"
     recall = topkx_recall(**table, top_k=top_k, zero_length="no_match" if official else "strict")
     inverted = results.segments[:, 1] < results.segments[:, 0]
     if inverted.any():  # the official tIoU of a segment ending before its start is <= 0
@@ -116,7 +110,7 @@ def evaluate_segments(
         table["pred_segments"] = np.where(
             inverted[:, None], results.segments[:, ::-1], results.segments
         )
-    ap = segment_average_precision(**table, zero_length=zero_length)
+    ap = segment_average_precision(**table, zero_length="official" if official else "strict")
     columns = [f"{t:g}" for t in tious]
     per_class = _per_class(full.classes, ap, columns)
     return {
@@ -145,7 +139,7 @@ def evaluate_proposals(
     predictions: Path,
     subset: str | None,
     tious: Sequence[float],
-    max_average_proposals: float | None = 100,
+    max_average_proposals: float = 100,
     conventions: Conventions = "strict",
     ground_truth_format: str | None = None,
 ) -> dict[str, Any]:
@@ -159,20 +153,15 @@ def evaluate_proposals(
     an inverted one recalls nothing, negative starts are kept, and zero-length segments are
     never recalled (its 0/0 = NaN).
     """
-    if len({f"{t:g}" for t in tious}) != len(tious):
-        raise EvaluationError(f"--tiou names a threshold twice: {list(tious)}")
-    if max_average_proposals is not None and not max_average_proposals > 0:
+    _check_thresholds(tious)
+    if not max_average_proposals > 0:
         raise EvaluationError(f"--max-proposals must be positive, got {max_average_proposals}")
     official = conventions == "official"
     full = read_ground_truth(ground_truth, ground_truth_format)
     truth = _subset(full, subset)
     results = read_results_table(predictions, (PROPOSAL,), check_spans=not official, proposals=True)
     video_index = {video: i for i, video in enumerate(truth.records)}
-    for video in results.videos:
-        if official:  # counted in the file's proposals, recalls nothing
-            video_index.setdefault(video, len(video_index))
-        else:
-            _check_video(video, truth, full, subset, predictions)
+    _index_predicted_videos(video_index, results, full, truth, subset, predictions, official)
     gt = segment_table(truth.records.values(), video_index, dict.fromkeys(full.classes, 0))
     if not len(gt["label"]):
         raise EvaluationError(f"{ground_truth}: no ground-truth segments to recall")
@@ -190,8 +179,10 @@ def evaluate_proposals(
     except ValueError as err:
         raise EvaluationError(f"{predictions}: {err}") from None
     average = recall.mean(axis=0)
-    top = max_average_proposals or float(proposals_per_video[-1])
-    points = {f"{top * p / AR_POINTS:g}": float(average[p - 1]) for p in (1, 5, 10, 50, 100)}
+    points = {
+        f"{max_average_proposals * p / AR_POINTS:g}": float(average[p - 1])
+        for p in (1, 5, 10, 50, 100)
+    }
     return {
         "AR@AN": points,
         "AUC": area_under_curve(average, proposals_per_video),
@@ -208,6 +199,30 @@ def evaluate_proposals(
 
 PROPOSAL = "proposal"
 """The one class of class-agnostic proposals."""
+
+
+def _check_thresholds(tious: Sequence[float]) -> None:
+    if len({f"{t:g}" for t in tious}) != len(tious):
+        raise EvaluationError(f"--tiou names a threshold twice: {list(tious)}")
+
+
+def _index_predicted_videos(
+    video_index: dict[str, int],
+    results: ScoredSegments,
+    full: AnnotationSet,
+    truth: AnnotationSet,
+    subset: str | None,
+    predictions: Path,
+    official: bool,
+) -> None:
+    """Number the videos of the predictions. A video outside the evaluated ground truth is an
+    error naming it (strict), or takes a new index (official): its rows then score as the
+    official tools score them (false positives; proposals counted in the sampling ratio)."""
+    for video in results.videos:
+        if official:
+            video_index.setdefault(video, len(video_index))
+        else:
+            _check_video(video, truth, full, subset, predictions)
 
 
 def _per_class(

@@ -166,8 +166,7 @@ def _greedy_match(
     # pairs (candidate, ground truth of its key), ground truth numbered in (key, start, end)
     # order, with the number of thresholds they reach; pairs reaching none are dropped
     width = gt_count[group]
-    pair_pred = np.repeat(np.arange(len(candidate)), width)
-    pair_gt = np.arange(len(pair_pred)) + np.repeat(gt_first[group] - _starts(width), width)
+    pair_pred, pair_gt = pairs_of_runs(gt_first[group], width)
     iou = temporal_iou(
         np.take(pred_segments, order[candidate[pair_pred]], axis=0),
         np.take(gt_segments[gt_order], pair_gt, axis=0),
@@ -275,6 +274,14 @@ def _stable_argsort(values: np.ndarray, bound: int) -> np.ndarray:
     if bound <= np.iinfo(np.uint16).max:
         values = values.astype(np.uint16)
     return np.argsort(values, kind="stable")
+
+
+def pairs_of_runs(first: np.ndarray, width: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row i paired with each of the `width[i]` consecutive positions from `first[i]` (a
+    prediction with every ground-truth segment of its group): the row and the position of
+    every pair, row by row."""
+    row = np.repeat(np.arange(len(width)), width)
+    return row, np.arange(len(row)) + np.repeat(first - _starts(width), width)
 
 
 def _starts(counts: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from lightning_modules.metrics.segment_map import ranking_order, temporal_iou
+from lightning_modules.metrics.segment_map import pairs_of_runs, ranking_order, temporal_iou
 
 RecallZeroLength = Literal["strict", "no_match"]
 AR_POINTS = 100
@@ -65,24 +65,13 @@ def topkx_recall(
     # predictions of keys with ground truth, by key, descending score, start, end
     group = np.searchsorted(keys, pred_key).clip(max=max(len(keys) - 1, 0))
     has_gt = (keys[group] == pred_key) if len(keys) else np.zeros(len(pred_key), bool)
-    rows = np.flatnonzero(has_gt)
-    rows = rows[
-        ranking_order(
-            scores[rows], group[rows], np.zeros(len(rows), np.int64), pred_segments[rows], len(keys)
-        )
-    ]
-    group = group[rows]
-    run_start = np.searchsorted(group, group)  # first row of the same key
-    rank = np.arange(len(rows)) - run_start
+    rows, group, rank = _ranked(np.flatnonzero(has_gt), group, scores, pred_segments, len(keys))
     keep = rank < ks.max() * count[group]
     rows, group, rank = rows[keep], group[keep], rank[keep]
 
     # pairs (kept prediction, ground truth of its key), ground truth in sorted order
     width = count[group]
-    pair_pred = np.repeat(np.arange(len(rows)), width)
-    pair_gt = np.arange(len(pair_pred)) + np.repeat(
-        first[group] - (np.cumsum(width) - width), width
-    )
+    pair_pred, pair_gt = pairs_of_runs(first[group], width)
     iou = _reaching_iou(pred_segments[rows[pair_pred]], gt_segments[gt_order][pair_gt], zero_length)
 
     recalled = np.zeros((len(thresholds), len(ks), len(gt_key)), dtype=bool)
@@ -111,16 +100,14 @@ def average_recall_curve(
     gt_video: np.ndarray,
     gt_segments: np.ndarray,
     tious: Sequence[float],
-    max_average_proposals: float | None = 100,
-    proposals_in_file: int | None = None,
+    max_average_proposals: float = 100,
     zero_length: RecallZeroLength = "strict",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Recall `(len(tious), 100)` of ground-truth segments and the average number of proposals
     per video `(100,)` at each point of the curve.
 
-    `proposals_in_file`: the file's proposals, counting those of videos without ground truth
-    (the official ratio counts them; default: the rows given). `max_average_proposals=None`
-    takes them all (the file's average).
+    Every row counts in the sampling ratio, those of videos without ground truth included (as
+    the official ratio counts the file's proposals); only those of evaluated videos recall.
     """
     pred_video = np.asarray(pred_video, np.int64)
     pred_segments = np.asarray(pred_segments, np.float64).reshape(-1, 2)
@@ -129,32 +116,19 @@ def average_recall_curve(
     gt_segments = np.asarray(gt_segments, np.float64).reshape(-1, 2)
     thresholds = np.asarray(tious, np.float64)
     videos = np.unique(gt_video)
-    in_file = len(pred_video) if proposals_in_file is None else proposals_in_file
     if not len(videos):
         raise ValueError("no ground-truth segments to recall")
-    if in_file == 0:
+    if not len(pred_video):
         raise ValueError("no proposals to evaluate")
-    if max_average_proposals is None:
-        max_average_proposals = float(in_file) / len(videos)
-    ratio = max_average_proposals * float(len(videos)) / in_file  # the official expression
+    ratio = max_average_proposals * float(len(videos)) / len(pred_video)  # the official expression
 
     # proposals of evaluated videos by video, descending score, start, end; each video's first
     # int(n * ratio) kept
     slot = np.searchsorted(videos, pred_video).clip(max=len(videos) - 1)
-    rows = np.flatnonzero(videos[slot] == pred_video)
-    rows = rows[
-        ranking_order(
-            scores[rows],
-            slot[rows],
-            np.zeros(len(rows), np.int64),
-            pred_segments[rows],
-            len(videos),
-        )
-    ]
-    slot = slot[rows]
+    evaluated = np.flatnonzero(videos[slot] == pred_video)
+    rows, slot, rank = _ranked(evaluated, slot, scores, pred_segments, len(videos))
     proposals = np.bincount(slot, minlength=len(videos))
     kept = np.minimum((proposals * ratio).astype(np.int64), proposals)
-    rank = np.arange(len(rows)) - np.searchsorted(slot, slot)
     keep = rank < kept[slot]
     rows, slot, rank = rows[keep], slot[keep], rank[keep]
     total = int(kept.sum())
@@ -167,11 +141,7 @@ def average_recall_curve(
     gt_slot = gt_slot[gt_order]
     gt_first = np.searchsorted(gt_slot, np.arange(len(videos)))
     gt_count = np.bincount(gt_slot, minlength=len(videos))
-    width = gt_count[slot]
-    pair_pred = np.repeat(np.arange(len(rows)), width)
-    pair_gt = np.arange(len(pair_pred)) + np.repeat(
-        gt_first[slot] - (np.cumsum(width) - width), width
-    )
+    pair_pred, pair_gt = pairs_of_runs(gt_first[slot], gt_count[slot])
     iou = _reaching_iou(pred_segments[rows[pair_pred]], gt_segments[gt_order][pair_gt], zero_length)
     first_hit = np.full((len(thresholds), len(gt_slot)), np.iinfo(np.int64).max)
     for t, threshold in enumerate(thresholds.tolist()):
@@ -193,6 +163,20 @@ def area_under_curve(average_recall: np.ndarray, proposals_per_video: np.ndarray
     """Area under the average recall against proposals per video, over the last of those (the
     ActivityNet proposal task's AUC, as a fraction)."""
     return float(np.trapezoid(average_recall, proposals_per_video) / proposals_per_video[-1])
+
+
+def _ranked(
+    rows: np.ndarray, group: np.ndarray, scores: np.ndarray, segments: np.ndarray, groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`rows` by group, descending score, start, end (`ranking_order`), with their groups and
+    their rank within the group."""
+    rows = rows[
+        ranking_order(
+            scores[rows], group[rows], np.zeros(len(rows), np.int64), segments[rows], groups
+        )
+    ]
+    group = group[rows]
+    return rows, group, np.arange(len(rows)) - np.searchsorted(group, group)
 
 
 def _reaching_iou(pred: np.ndarray, gt: np.ndarray, zero_length: RecallZeroLength) -> np.ndarray:
