@@ -2,8 +2,10 @@
 
 Times are in seconds on the sample's grid: step i covers `[offset + i * stride,
 offset + (i + 1) * stride)`. Everything works on one video's tensors, on any device, with
-tensor operations over all classes and candidates at once; the only Python loop is the greedy
-selection of NMS, one iteration per kept segment.
+tensor operations over all classes and candidates at once. The one Python loop, the greedy
+selection of NMS (one iteration per kept segment), runs in NumPy on the CPU, as ActionFormer
+runs it in a CPU extension: a few hundred iterations of small tensor operations cost 5-10x
+more in torch's per-call overhead than the arithmetic.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from lightning_modules.metrics.segment_map import temporal_iou
 
 
 class Detections(NamedTuple):
@@ -46,22 +51,13 @@ def dense_to_segments(
     return Detections(segments, mean, label)
 
 
-def temporal_iou(segment: Tensor, segments: Tensor) -> Tensor:
-    """tIoU of one `(2,)` segment with `(N, 2)` segments; identical zero-length ones give 1."""
-    inter = torch.minimum(segment[1], segments[:, 1]) - torch.maximum(segment[0], segments[:, 0])
-    inter = inter.clamp(min=0)
-    union = (segment[1] - segment[0]) + (segments[:, 1] - segments[:, 0]) - inter
-    same_point = (segments[:, 0] == segment[0]).to(segments.dtype)
-    return torch.where(union > 0, inter / union, same_point)
-
-
 def nms(
     detections: Detections, iou_threshold: float, max_segments: int | None = None
 ) -> Detections:
     """Greedy NMS per class: keep the best segment, drop same-class ones with tIoU above the
     threshold, repeat."""
 
-    def suppress(iou: Tensor, scores: Tensor, rival: Tensor) -> tuple[Tensor, Tensor]:
+    def suppress(iou: np.ndarray, scores: np.ndarray, rival: np.ndarray) -> Suppressed:
         return scores, ~(rival & (iou > iou_threshold))
 
     return _greedy(detections, suppress, max_segments)
@@ -74,33 +70,39 @@ def soft_nms(
     segment, decay same-class scores by exp(-tIoU^2 / sigma), drop those below `min_score`,
     repeat. Kept segments carry their decayed scores."""
 
-    def suppress(iou: Tensor, scores: Tensor, rival: Tensor) -> tuple[Tensor, Tensor]:
-        decayed = torch.where(rival, scores * torch.exp(-(iou**2) / sigma), scores)
+    def suppress(iou: np.ndarray, scores: np.ndarray, rival: np.ndarray) -> Suppressed:
+        decayed = np.where(rival, scores * np.exp(-(iou**2) / sigma), scores)
         return decayed, decayed >= min_score
 
     return _greedy(detections, suppress, max_segments)
 
 
-Suppress = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+Suppressed = tuple[np.ndarray, np.ndarray]
+Suppress = Callable[[np.ndarray, np.ndarray, np.ndarray], Suppressed]
 
 
 def _greedy(detections: Detections, suppress: Suppress, max_segments: int | None) -> Detections:
     """Select the best remaining segment until none is left or `max_segments` are kept;
     `suppress(iou, scores, rival)` gives the new scores and which candidates stay alive."""
     segments, scores, labels = detections
-    scores = scores.clone()
-    alive = torch.ones_like(scores, dtype=torch.bool)
-    limit = len(scores) if max_segments is None else min(max_segments, len(scores))
-    kept, kept_scores = [], []
-    while len(kept) < limit and bool(alive.any()):
-        best = torch.argmax(torch.where(alive, scores, -torch.inf))
+    boxes = segments.detach().cpu().double().numpy()
+    current = scores.detach().cpu().double().numpy().copy()
+    classes = labels.detach().cpu().numpy()
+    alive = np.ones(len(current), dtype=bool)
+    limit = len(current) if max_segments is None else min(max_segments, len(current))
+    kept: list[int] = []
+    kept_scores: list[float] = []
+    while len(kept) < limit and alive.any():
+        best = int(np.argmax(np.where(alive, current, -np.inf)))
         kept.append(best)
-        kept_scores.append(scores[best])
+        kept_scores.append(current[best])
         alive[best] = False
-        rival = alive & (labels == labels[best])
-        scores, stays = suppress(temporal_iou(segments[best], segments), scores, rival)
+        rival = alive & (classes == classes[best])
+        current, stays = suppress(temporal_iou(boxes[best], boxes), current, rival)
         alive &= stays
-    if not kept:
-        return Detections(segments[:0], scores[:0], labels[:0])
-    index = torch.stack(kept)
-    return Detections(segments[index], torch.stack(kept_scores), labels[index])
+    index = torch.as_tensor(kept, dtype=torch.long, device=scores.device)
+    return Detections(
+        segments[index],
+        torch.as_tensor(kept_scores, dtype=scores.dtype, device=scores.device),
+        labels[index],
+    )

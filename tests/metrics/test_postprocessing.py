@@ -14,7 +14,6 @@ from lightning_modules.postprocessing import (
     dense_to_segments,
     nms,
     soft_nms,
-    temporal_iou,
 )
 
 
@@ -116,19 +115,3 @@ def test_soft_nms_equals_loop(seed: int) -> None:
     assert [(s, lab) for s, _, lab in as_list(got)] == [(s, lab) for s, _, lab in expected]
     np.testing.assert_allclose(got.scores.numpy(), [c for _, c, _ in expected], rtol=1e-12)
     assert (got.scores[1:] <= got.scores[:-1]).all()
-
-
-def test_torch_and_numpy_tiou_agree() -> None:
-    rng = np.random.default_rng(0)
-    a = np.round(rng.uniform(0, 5, (200, 2)), 0)
-    a.sort(axis=1)  # many zero-length and identical segments
-    b = a[rng.permutation(200)]
-    expected = numpy_tiou(a, b)
-    got = torch.stack(
-        [
-            temporal_iou(torch.from_numpy(x), torch.from_numpy(y[None]))
-            for x, y in zip(a, b, strict=True)
-        ]
-    )
-    np.testing.assert_array_equal(got.squeeze(1).numpy(), expected)
-    assert (expected == 1).sum() > 10 and (expected == 0).sum() > 10

@@ -19,7 +19,7 @@ from lightning_modules.models import (
     TransformerPyramid,
 )
 from lightning_modules.models.pdan import DilatedAttention
-from lightning_modules.models.pyramids import LocalSelfAttention, downsample
+from lightning_modules.models.pyramids import AffineDropPath, LocalSelfAttention, downsample
 
 B, C, T, VALID, K = 2, 16, 44, 29, 5
 
@@ -147,7 +147,7 @@ def test_dilated_attention_equals_the_authors_layer(dilation: int) -> None:
 
 
 def test_local_attention_stays_within_its_window() -> None:
-    layer = LocalSelfAttention(8, heads=2, window=5, dropout=0.0)
+    layer = LocalSelfAttention(8, heads=2, window=5)
     x = torch.randn(1, 20, 8)
     mask = torch.ones(1, 20, dtype=torch.bool)
     changed = x.clone()
@@ -158,11 +158,69 @@ def test_local_attention_stays_within_its_window() -> None:
 
 def test_local_attention_leaves_padded_keys_out() -> None:
     """On a padded sequence, valid steps get what they get on the bare sequence."""
-    layer = LocalSelfAttention(8, heads=2, window=7, dropout=0.0)
+    layer = LocalSelfAttention(8, heads=2, window=7)
     x = torch.randn(1, 20, 8)
     mask = torch.tensor([[True] * 12 + [False] * 8])
     short = layer(x[:, :12], torch.ones(1, 12, dtype=torch.bool))
     torch.testing.assert_close(layer(x, mask)[:, :12], short)
+
+
+def windowed_attention_step_by_step(layer: LocalSelfAttention, x: Tensor, mask: Tensor) -> Tensor:
+    """The definition, one query at a time: softmax over the valid keys within `window // 2`
+    steps (the query itself always), as ActionFormer's sliding-window attention."""
+    heads, radius = layer.heads, layer.window // 2
+    q, k, v = (p.unflatten(-1, (heads, -1)) for p in layer.qkv(x).chunk(3, dim=-1))  # (B,T,H,d)
+    out = torch.zeros_like(q)
+    for b in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            keys = [
+                s
+                for s in range(max(0, t - radius), min(x.shape[1], t + radius + 1))
+                if bool(mask[b, s]) or s == t
+            ]
+            scores = torch.einsum("hd,shd->hs", q[b, t], k[b, keys]) / q.shape[-1] ** 0.5
+            out[b, t] = torch.einsum("hs,shd->hd", scores.softmax(-1), v[b, keys])
+    return layer.out(out.flatten(2))
+
+
+@pytest.mark.parametrize(("steps", "window", "block"), [(45, 7, 8), (13, 19, 32), (64, 5, 16)])
+def test_local_attention_in_blocks_matches_the_step_by_step_definition(
+    steps: int, window: int, block: int
+) -> None:
+    torch.manual_seed(0)
+    layer = LocalSelfAttention(8, heads=2, window=window, block=block)
+    x = torch.randn(3, steps, 8)
+    mask = torch.ones(3, steps, dtype=torch.bool)
+    mask[1, steps // 2 :] = False  # padded at the end
+    mask[2, ::3] = False  # holes: keys left out, those queries still see themselves
+    with torch.no_grad():
+        torch.testing.assert_close(
+            layer(x, mask), windowed_attention_step_by_step(layer, x, mask), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_affine_drop_path_scales_then_drops_whole_samples() -> None:
+    """ActionFormer's AffineDropPath: per-channel scale (1e-4 at start); in training each
+    sample's branch is dropped with probability p or kept and divided by 1 - p."""
+    torch.manual_seed(0)
+    path = AffineDropPath(4, p=0.5)
+    x = torch.randn(400, 3, 4)
+    path.eval()
+    torch.testing.assert_close(path(x), x * 1e-4)
+    path.train()
+    out = path(x) / (x * 1e-4)
+    per_sample = out.flatten(1)
+    assert torch.allclose(per_sample, per_sample[:, :1].expand_as(per_sample))  # whole samples
+    kept = per_sample[:, 0]
+    assert set(kept.round(decimals=4).tolist()) == {0.0, 2.0}
+    assert 0.35 < float((kept == 0).float().mean()) < 0.65
+
+
+def test_transformer_block_without_drop_path_adds_its_branches_unscaled() -> None:
+    plain = TransformerPyramid(C, 16, levels=2, heads=2, window=5, drop_path=0.0)
+    assert not any("scale" in name for name, _ in plain.named_parameters())
+    scaled = TransformerPyramid(C, 16, levels=2, heads=2, window=5)  # ActionFormer's 0.1
+    assert sum("path_attention.scale" in name for name, _ in scaled.named_parameters()) == 3
 
 
 def test_downsample_ignores_padding_and_halves_the_mask() -> None:

@@ -39,7 +39,7 @@ DENSE_HEADS = {
     "mstcn": lambda: MSTCN(32, 4, stages=2, layers=4, channels=32, dropout=0.0),
 }
 PYRAMIDS = {
-    "actionformer": lambda: TransformerPyramid(32, 32, levels=3, heads=2, window=5, dropout=0.0),
+    "actionformer": lambda: TransformerPyramid(32, 32, levels=3, heads=2, window=5, drop_path=0.0),
     "conv_pyramid": lambda: ConvPyramid(32, 32, levels=3),
 }
 
