@@ -53,6 +53,30 @@ def reproduce(table: str, out: Path, smoke: bool, data: str = "synthetic", rows:
     return load_results(out)
 
 
+PUBLISHED = Path(__file__).resolve().parent / "results"
+"""Where tables are published (`reproduce TABLE --publish experiments/results/TABLE`)."""
+
+
+def results_of(
+    table: str, out: Path, smoke: bool, data: str, rows: str, rerun: bool
+) -> tuple[dict, Path]:
+    """A table's results and the folder the plots read: the published copy
+    (`experiments/results/<table>/`, made by the code of the commit it records) when there is
+    one and the notebook asks for the full synthetic table, else a `reproduce` run into `out`
+    (always with `rerun`, `smoke`, your own data or a selection of rows)."""
+    published = PUBLISHED / table
+    wanted = data == "synthetic" and not (smoke or rerun or rows)
+    if wanted and (published / "results.json").is_file():
+        results = load_results(published)
+        commits = {run.get("commit", "?")[:7] for run in
+                   results.get("provenance", {}).get("invocations", [])}  # fmt: skip
+        where = published.relative_to(PUBLISHED.parents[1])
+        print(f"published results of commit(s) {', '.join(sorted(commits))} read from "
+              f"{where} (CROSSDISTILL_RERUN=1 trains the table again)")  # fmt: skip
+        return results, published
+    return reproduce(table, out, smoke, data, rows), Path(out)
+
+
 def load_results(out: Path) -> dict:
     return json.loads((Path(out) / "results.json").read_text())
 

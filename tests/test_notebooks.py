@@ -21,7 +21,7 @@ from tests.conftest import REPO_ROOT
 from tests.test_reproduce import RESULT_KEYS
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-TABLE_KEYS = {"table", "title", "data", "seeds", "rows"}
+TABLE_KEYS = {"table", "title", "data", "seeds", "rows", "provenance"}
 
 # notebook -> (its table, the plots it saves under OUT/plots, a derived file under OUT/derived)
 NOTEBOOKS = {
@@ -48,15 +48,33 @@ def _read(name: str) -> nbformat.NotebookNode:
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
-def test_notebook_is_stored_clean_and_takes_the_smoke_switch(name: str) -> None:
-    notebook = _read(name)
-    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert all(not cell.outputs and cell.execution_count is None for cell in code)
-    first = code[0].source
+def test_notebook_takes_its_parameters_from_the_environment(name: str) -> None:
+    first = next(cell for cell in _read(name).cells if cell.cell_type == "code").source
     assert 'os.environ.get("CROSSDISTILL_SMOKE", "0") == "1"' in first
+    assert 'os.environ.get("CROSSDISTILL_RERUN", "0") == "1"' in first
     assert f'os.environ.get("CROSSDISTILL_TABLE", "{NOTEBOOKS[name][0]}")' in first
     for parameter in ("DATA", "ROWS", "SUBSET", "OUT"):
         assert f'os.environ.get("CROSSDISTILL_{parameter}"' in first, parameter
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_notebook_is_stored_with_the_outputs_of_its_published_table_or_clean(name: str) -> None:
+    """A notebook whose table is published (`experiments/results/<table>/`) is stored run top
+    to bottom on it: no error, its table as published, every plot; the others without outputs."""
+    table, plots, _ = NOTEBOOKS[name]
+    code = [cell for cell in _read(name).cells if cell.cell_type == "code"]
+    published = EXPERIMENTS / "results" / table / "results.md"
+    if not published.is_file():
+        assert all(not cell.outputs and cell.execution_count is None for cell in code)
+        return
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    outputs = [output for cell in code for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    shown = "\n".join(str(output.get("data", {}).get("text/markdown", "")) for output in outputs)
+    assert published.read_text().strip() in shown
+    assert f"read from experiments/results/{table} " in "".join(o.get("text", "") for o in outputs)
+    images = [output for output in outputs if "image/png" in output.get("data", {})]
+    assert len(images) >= len(plots)
 
 
 def _check_results(

@@ -209,11 +209,23 @@ def test_plot_groups_rows_by_task_and_tells_baseline_student_and_teachers_apart(
 
 @pytest.mark.slow
 def test_demo_smoke_writes_the_table_and_resumes(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
+    out, published = tmp_path / "demo", tmp_path / "published"
     command = [str(CONSOLE_SCRIPT), "reproduce", "demo", "--smoke", "--out", str(out)]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    first = subprocess.run(
+        [*command, "--publish", str(published)], capture_output=True, text=True, timeout=900
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
+    provenance = results["provenance"]
+    assert len(provenance["invocations"]) == 1 and provenance["wall_seconds"] > 0
+    assert len(provenance["commit"]) == 40 and provenance["invocations"][0]["jobs_run"] == 15
+    assert set(provenance["job_seconds"]) >= {"clip_rgb seed 0", "seg_student seed 0"}
+    assert "Made by commit " + provenance["commit"][:7] in (out / "results.md").read_text()
+    assert json.loads((published / "results.json").read_text()) == results
+    for row in results["rows"]:  # what the notebooks and the claims test read, no checkpoint
+        assert (published / "results" / row["row"] / "seed0.json").is_file()
+        assert any((published / "runs" / f"{row['row']}-seed0" / "test" / "predictions").iterdir())
+    assert not list(published.rglob("*.ckpt"))
     recipe = load_recipe("demo", smoke=True)
     assert results["table"] == "demo" and results["data"] == "synthetic"
     assert [row["row"] for row in results["rows"]] == [row.name for row in recipe.rows]
@@ -232,6 +244,8 @@ def test_demo_smoke_writes_the_table_and_resumes(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
     assert "| row |" in second.stdout
+    again = json.loads((out / "results.json").read_text())["provenance"]
+    assert again["invocations"] == provenance["invocations"]  # a rerun that ran nothing
 
 
 def test_radevski_table_has_the_authors_kd_only_student_beside_lambda_gt_1(

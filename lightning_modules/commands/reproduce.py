@@ -1,5 +1,5 @@
 """`crossdistill reproduce TABLE [--data synthetic|DATA.yaml [OVERLAY.yaml ...]] [--rows A,B]
-[--seeds N] [--out DIR] [--smoke] [--jobs N] [--threads T]`."""
+[--seeds N] [--out DIR] [--smoke] [--jobs N] [--threads T] [--publish DIR]`."""
 
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=None, help="runs side by side, each once its teachers and "
         "features are done (default: the CPU cores over --threads; 1 runs in this process)",
     )  # fmt: skip
+    parser.add_argument(
+        "--publish", type=Path, default=None, metavar="DIR", help="then copy what a reader "
+        "needs (results.{json,md,png}, each run's test metrics and predictions; no checkpoints) "
+        "to DIR, e.g. experiments/results/TABLE (what the notebooks and the claims test read)",
+    )  # fmt: skip
     return parser
 
 
@@ -72,7 +77,7 @@ def table_data(recipe: Any) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    from lightning_modules.reproduce import results
+    from lightning_modules.reproduce import publish, results
     from lightning_modules.reproduce.recipe import RecipeError, load_recipe
     from lightning_modules.reproduce.runner import ReproduceError, TableRunner
 
@@ -92,15 +97,21 @@ def main(argv: list[str]) -> int:
         recipe = runner.recipe
         started = time.perf_counter()
         lanes = args.jobs or max(1, (os.cpu_count() or 1) // max(1, args.threads))
-        runner.run(lanes, max(1, args.threads))
+        ran = runner.run(lanes, max(1, args.threads))
     except (RecipeError, ReproduceError) as error:
         print(f"crossdistill reproduce: {error}", file=sys.stderr)
         return 2
+    elapsed = time.perf_counter() - started
+    command = " ".join(["crossdistill reproduce", *argv])
+    publish.record_invocation(out, elapsed, ran, lanes, max(1, args.threads), command)
     seeds = {row.name: runner.seeds(row) for row in recipe.rows}
     table = results.collect(recipe, runner.results, " ".join(data), seeds)
+    table["provenance"] = publish.provenance(out)
     markdown = results.write(table, out, recipe.columns)
-    elapsed = time.perf_counter() - started
     print()
     print(markdown)
     print(f"{recipe.table}: {elapsed / 60:.1f} min; results in {out}/results.{{json,md,png}}")
+    if args.publish is not None:
+        copied = publish.publish(out, args.publish)
+        print(f"{recipe.table}: {len(copied)} files published to {args.publish}")
     return 0

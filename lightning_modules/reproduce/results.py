@@ -103,7 +103,30 @@ def markdown(results: dict, columns: tuple[str, ...] = ()) -> str:
             published = row["paper"].get(dataset, {})
             cells.append(str(published.get(metric, "")) if published else "")
         lines.append("| " + " | ".join(cells) + " |")
+    if made := made_by(results.get("provenance", {})):
+        lines += ["", made]
     return "\n".join(lines) + "\n"
+
+
+def made_by(provenance: dict) -> str:
+    """One sentence: the commit, the machine and the wall time of the runs behind a table."""
+    runs = provenance.get("invocations", [])
+    if not runs:
+        return ""
+    commits = sorted({run["commit"][:7] for run in runs if "commit" in run})
+    changed = any(run.get("uncommitted_changes") for run in runs)
+    machine = runs[-1]["machine"]
+    where = f"{machine['cpu']}, {machine['cores']} cores" + (
+        f", {machine['gpu']}" if machine.get("gpu") else ""
+    )
+    minutes = provenance.get("wall_seconds", 0.0) / 60
+    return (
+        f"Made by commit {', '.join(commits) or 'unknown'}"
+        + (" with uncommitted changes" if changed else "")
+        + f" on {where} (torch {machine['torch']}): {minutes:.0f} min wall time in"
+        f" {len(runs)} invocation(s), {runs[-1]['lanes']} lane(s) of"
+        f" {runs[-1]['threads']} thread(s)."
+    )
 
 
 _BEHIND_TEXT = {"facecolor": "white", "edgecolor": "none", "pad": 0.5}

@@ -153,10 +153,11 @@ class TableRunner:
     def seeds(self, row: Row) -> int:
         return row.seeds or self.recipe.seeds
 
-    def run(self, lanes: int = 1, threads: int = 1) -> None:
+    def run(self, lanes: int = 1, threads: int = 1) -> int:
         """Every job not yet done, each with `threads` torch threads: in this process, in order,
         with one lane; else on `lanes` worker processes, each job once those it needs are done
-        (`lightning_modules.reproduce.scheduler`). Results do not depend on the lanes."""
+        (`lightning_modules.reproduce.scheduler`). Results do not depend on the lanes. Returns
+        how many jobs ran."""
         import torch
 
         from lightning_modules.reproduce.scheduler import JobFailed, run_in_lanes
@@ -167,12 +168,12 @@ class TableRunner:
         jobs = self.jobs()
         if lanes > 1:
             try:
-                run_in_lanes(self, jobs, lanes, threads)
+                return run_in_lanes(self, jobs, lanes, threads)
             except JobFailed as error:
                 raise ReproduceError(str(error)) from None
-            return
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
+        ran = 0
         try:
             for number, job in enumerate(jobs, 1):
                 label = f"[{self.recipe.table} {number}/{len(jobs)}] {job.name}"
@@ -182,9 +183,11 @@ class TableRunner:
                 print(f"{label} ...", flush=True)
                 started = time.perf_counter()
                 job.run()
+                ran += 1
                 print(f"{label}: {time.perf_counter() - started:.0f} s", flush=True)
         finally:
             torch.set_num_threads(previous)
+        return ran
 
     # ------------------------------------------------------------ benchmark
     def data_flags(self, root: Path | None = None) -> list[str]:

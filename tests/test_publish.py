@@ -1,0 +1,73 @@
+"""A table's provenance (commit, machine, wall time) and the reader's copy of its results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lightning_modules.reproduce import publish
+from lightning_modules.reproduce.results import markdown
+
+
+def finished_table(out: Path) -> None:
+    """The files `reproduce` leaves: results, per-run metrics, predictions, checkpoints."""
+    out.mkdir(parents=True)
+    for name in ("results.json", "results.md", "results.png"):
+        (out / name).write_text(name)
+    for row in ("rgb", "student"):
+        (out / "results" / row).mkdir(parents=True)
+        (out / "results" / row / "seed0.json").write_text("{}")
+        predictions = out / "runs" / f"{row}-seed0" / "test" / "predictions"
+        predictions.mkdir(parents=True)
+        (predictions / "clips.json").write_text("[]")
+        (out / "runs" / f"{row}-seed0" / "checkpoints").mkdir()
+        (out / "runs" / f"{row}-seed0" / "checkpoints" / "last.ckpt").write_bytes(b"x" * 100)
+    (out / "data" / "synthetic" / "annotations").mkdir(parents=True)
+    for name in ("activitynet.json", "charades_testing.csv"):
+        (out / "data" / "synthetic" / "annotations" / name).write_text("{}")
+
+
+def test_publish_copies_what_readers_need_and_replaces_an_earlier_copy(tmp_path: Path) -> None:
+    out, destination = tmp_path / "out", tmp_path / "experiments" / "results" / "table"
+    finished_table(out)
+    destination.mkdir(parents=True)
+    (destination / "stale.json").write_text("from an earlier run")
+    copied = publish.publish(out, destination)
+    files = sorted(str(p.relative_to(destination)) for p in destination.rglob("*") if p.is_file())
+    assert files == sorted(str(p) for p in copied) == [
+        "data/synthetic/annotations/activitynet.json",
+        "results.json", "results.md", "results.png",
+        "results/rgb/seed0.json", "results/student/seed0.json",
+        "runs/rgb-seed0/test/predictions/clips.json",
+        "runs/student-seed0/test/predictions/clips.json",
+    ]  # fmt: skip
+    assert sorted(p.name for p in destination.parent.iterdir()) == ["table"]  # no leftovers
+
+
+def test_publish_refuses_an_unfinished_table_and_keeps_the_earlier_copy(tmp_path: Path) -> None:
+    out, destination = tmp_path / "out", tmp_path / "published"
+    (out / "results").mkdir(parents=True)
+    destination.mkdir()
+    (destination / "results.json").write_text("kept")
+    with pytest.raises(FileNotFoundError, match=r"has no results\.json, results\.md"):
+        publish.publish(out, destination)
+    assert (destination / "results.json").read_text() == "kept"
+
+
+def test_invocations_that_ran_jobs_add_up_to_the_wall_time(tmp_path: Path) -> None:
+    publish.record_invocation(tmp_path, 125.0, 10, 2, 1, "crossdistill reproduce t")
+    publish.record_invocation(tmp_path, 3.0, 0, 2, 1, "crossdistill reproduce t")  # all done
+    publish.record_invocation(tmp_path, 60.0, 2, 1, 1, "crossdistill reproduce t --jobs 1")
+    (tmp_path / "logs" / "durations.json").write_text(json.dumps({"rgb seed 0": 90.0}))
+    made = publish.provenance(tmp_path)
+    assert made["wall_seconds"] == 185.0 and made["job_seconds"] == {"rgb seed 0": 90.0}
+    assert [run["jobs_run"] for run in made["invocations"]] == [10, 2]
+    run = made["invocations"][0]
+    assert run["machine"]["cores"] >= 1 and run["machine"]["torch"]
+    assert len(run["commit"]) == 40 and isinstance(run["uncommitted_changes"], bool)
+    table = {"title": "T", "data": "synthetic", "seeds": 1, "rows": [], "provenance": made}
+    line = markdown(table).splitlines()[-1]
+    assert line.startswith(f"Made by commit {run['commit'][:7]}")
+    assert "3 min wall time in 2 invocation(s), 1 lane(s) of 1 thread(s)" in line
