@@ -57,9 +57,10 @@ def test_publish_refuses_an_unfinished_table_and_keeps_the_earlier_copy(tmp_path
 
 
 def test_invocations_that_ran_jobs_add_up_to_the_wall_time(tmp_path: Path) -> None:
-    publish.record_invocation(tmp_path, 125.0, 10, 2, 1, "crossdistill reproduce t")
-    publish.record_invocation(tmp_path, 3.0, 0, 2, 1, "crossdistill reproduce t")  # all done
-    publish.record_invocation(tmp_path, 60.0, 2, 1, 1, "crossdistill reproduce t --jobs 1")
+    source = publish.source_commit()
+    publish.record_invocation(tmp_path, source, 125.0, 10, 2, 1, "crossdistill reproduce t")
+    publish.record_invocation(tmp_path, source, 3.0, 0, 2, 1, "reproduce t")  # all done before
+    publish.record_invocation(tmp_path, source, 60.0, 2, 1, 1, "reproduce t --jobs 1")
     (tmp_path / "logs" / "durations.json").write_text(json.dumps({"rgb seed 0": 90.0}))
     made = publish.provenance(tmp_path)
     assert made["wall_seconds"] == 185.0 and made["job_seconds"] == {"rgb seed 0": 90.0}

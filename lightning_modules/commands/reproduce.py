@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
         if left_out:
             print(f"{recipe.table}: rows {left_out} keep their own data config: left out")
         recipe = runner.recipe
-        started = time.perf_counter()
+        started, source = time.perf_counter(), publish.source_commit()
         lanes = args.jobs or max(1, (os.cpu_count() or 1) // max(1, args.threads))
         ran = runner.run(lanes, max(1, args.threads))
     except (RecipeError, ReproduceError) as error:
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
         return 2
     elapsed = time.perf_counter() - started
     command = " ".join(["crossdistill reproduce", *argv])
-    publish.record_invocation(out, elapsed, ran, lanes, max(1, args.threads), command)
+    publish.record_invocation(out, source, elapsed, ran, lanes, max(1, args.threads), command)
     seeds = {row.name: runner.seeds(row) for row in recipe.rows}
     table = results.collect(recipe, runner.results, " ".join(data), seeds)
     table["provenance"] = publish.provenance(out)

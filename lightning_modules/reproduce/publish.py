@@ -77,17 +77,24 @@ def load_average() -> float | None:
 
 
 def record_invocation(
-    out: Path, seconds: float, jobs_run: int, lanes: int, threads: int, command: str
+    out: Path,
+    source: dict[str, Any],
+    seconds: float,
+    jobs_run: int,
+    lanes: int,
+    threads: int,
+    command: str,
 ) -> None:
     """Append this invocation to `OUT/logs/invocations.json` (only those that ran jobs: a
-    rerun that found everything done adds no time)."""
+    rerun that found everything done adds no time); `source` is `source_commit()` taken when
+    the invocation started, the code its jobs ran."""
     if jobs_run == 0:
         return
     path = Path(out) / "logs" / "invocations.json"
     entries = _read_list(path)
     entries.append(
         {
-            **source_commit(),
+            **source,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "wall_seconds": round(seconds, 1),
             "jobs_run": jobs_run,
