@@ -77,6 +77,17 @@ def results_of(
     return reproduce(table, out, smoke, data, rows), Path(out)
 
 
+def shown_path(path: Path) -> str:
+    """A path relative to the repository when it lies inside it: stored notebook outputs read
+    the same on every machine."""
+    path = Path(path).resolve()
+    return (
+        str(path.relative_to(PUBLISHED.parents[1]))
+        if path.is_relative_to(PUBLISHED.parents[1])
+        else str(path)
+    )
+
+
 def load_results(out: Path) -> dict:
     return json.loads((Path(out) / "results.json").read_text())
 

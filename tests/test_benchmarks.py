@@ -91,3 +91,14 @@ def test_loader_benchmark_runs_in_tiny_mode(
     assert len(re.findall(r"clips/s \([\d.]+x PyAV\)$", out, re.MULTILINE)) == 3
     assert re.search(r"crossdistill frame-store build, 6 videos x \(RGB, flow\): [\d.]+ s", out)
     assert len(re.findall(r"^load average \(1, 5, 15 min\) at the \w+: [\d. ]+", out, re.M)) == 2
+
+
+def test_segment_detector_benchmark_runs_in_tiny_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    """Both hot spots timed against their alternative, with equal outputs."""
+    from experiments.benchmarks.segment_detector import main as benchmark
+
+    assert benchmark(["--tiny"]) == 0
+    out = capsys.readouterr().out
+    gap = re.search(r"gathered windows [\d.]+ ms \([\d.]+x\), largest difference ([\d.e+-]+)", out)
+    assert gap is not None and float(gap.group(1)) < 1e-4, out
+    assert "same segments kept: True" in out and "load average" in out

@@ -15,7 +15,9 @@ from lightning_modules.reproduce.results import markdown, summarise
 from lightning_modules.reproduce.runner import TableRunner
 from tests.test_teacher import CONSOLE_SCRIPT
 
-RESULT_KEYS = {"row", "label", "method", "inference_modalities", "metrics", "paper"}
+RESULT_KEYS = {
+    "row", "label", "method", "inference_modalities", "teachers", "metrics", "paper"
+}  # fmt: skip
 
 
 def recipes() -> list[str]:
@@ -190,19 +192,24 @@ def test_plot_groups_rows_by_task_and_tells_baseline_student_and_teachers_apart(
 ) -> None:
     from lightning_modules.reproduce.results import plot, role, task_groups
 
-    def row(label: str, inference: list[str], values: list[float]) -> dict:
+    def row(label: str, inference: list[str], values: list[float], teachers: str = "") -> dict:
         return {"label": label, "inference_modalities": inference, "method": "",
-                "metrics": {"top1": summarise(values)}, "paper": {}, "row": label}  # fmt: skip
+                "metrics": {"top1": summarise(values)}, "paper": {}, "row": label,
+                "teachers": {"flow": teachers} if teachers else {}}  # fmt: skip
 
     rows = [
         row("Clips: RGB baseline", ["rgb"], [0.3, 0.35]), row("Clips: flow", ["flow"], [0.6]),
-        row("Clips: student", ["rgb"], [0.4, 0.42]), row("Dense: RGB baseline", ["rgb"], [0.4]),
-        row("Dense: two-stream", ["rgb", "flow"], [0.6]), row("Dense: student", ["rgb"], [0.5]),
+        row("Clips: student", ["rgb"], [0.4, 0.42], "Clips: flow"),
+        row("Clips: RGB teacher, part of the data", ["rgb"], [0.28]),
+        row("Dense: RGB baseline", ["rgb"], [0.4]),
+        row("Dense: two-stream", ["rgb", "flow"], [0.6]),
+        row("Dense: student", ["rgb"], [0.5], "Dense: two-stream"),
     ]  # fmt: skip
     groups = task_groups(rows)
-    assert list(groups) == ["Clips", "Dense"] and [len(g) for g in groups.values()] == [3, 3]
-    roles = [role(r, g) for g in groups.values() for r in g]
-    assert roles == ["baseline", "other", "student", "baseline", "other", "student"]
+    assert list(groups) == ["Clips", "Dense"] and [len(g) for g in groups.values()] == [4, 3]
+    roles = [role(r) for g in groups.values() for r in g]
+    # an RGB row is a student when it distils, else an RGB model of labels alone (a baseline)
+    assert roles == ["baseline", "other", "student", "baseline", "baseline", "other", "student"]
     plot({"title": "T " * 80, "rows": rows}, tmp_path / "plot.png")  # a long title wraps
     assert (tmp_path / "plot.png").stat().st_size > 1000
 

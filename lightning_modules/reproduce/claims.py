@@ -53,15 +53,20 @@ def _students_above(pairs: dict[str, str]) -> list[Claim]:
     ]
 
 
+RADEVSKI_STUDENTS = (
+    "student_uniform_kd_only",  # the authors' default: the KD loss alone
+    "student_uniform",
+    "student_per_sample",
+    "student_held_out",
+)
+
 CLAIMS: dict[str, list[Claim]] = {
     "radevski_clips": [
         *_teachers_above(
             "rgb",
             {"flow": "flow teacher", "boxes": "object-box teacher", "pose": "pose teacher"},
         ),
-        *_students_above(
-            {s: "rgb" for s in ("student_uniform", "student_per_sample", "student_held_out")}
-        ),
+        *_students_above({student: "rgb" for student in RADEVSKI_STUDENTS}),
         *(
             Claim(
                 f"the distilled student '{s}' is better calibrated (lower ECE) than the RGB "
@@ -71,7 +76,7 @@ CLAIMS: dict[str, list[Claim]] = {
                 metric="ece",
                 lower_is_better=True,
             )
-            for s in ("student_uniform", "student_per_sample", "student_held_out")
+            for s in RADEVSKI_STUDENTS
         ),
     ],
     "dai21_dense": [

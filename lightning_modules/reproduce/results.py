@@ -3,7 +3,9 @@
 `results.json`:
     {"table": NAME, "title": ..., "data": "synthetic" | DATA.yaml, "seeds": N, "rows": [
         {"row": NAME, "label": ..., "method": ..., "inference_modalities": [...],
-         "metrics": {METRIC: {"mean": x, "std": s, "values": [...]}}, "paper": {DATASET: {...}}}]}
+         "teachers": {MODALITY: ROW}, "metrics": {METRIC: {"mean": x, "std": s, "values": [...]}},
+         "paper": {DATASET: {...}}}],
+     "provenance": {...}}  (written by `reproduce`, see `lightning_modules/reproduce/publish.py`)
 Metric names are those of `crossdistill evaluate` (`frame_mAP`, `average_mAP`, `mAP@0.5`,
 `top1`, `ece`, ...); `std` is the sample standard deviation over seeds (0 for one seed).
 """
@@ -46,6 +48,7 @@ def collect(recipe: Recipe, results_dir: Path, data: str, seeds_of: dict[str, in
                 "label": row.label,
                 "method": row.method,
                 "inference_modalities": list(row.inference),
+                "teachers": dict(row.teachers),
                 "metrics": {name: summarise([m[name] for m in per_seed]) for name in names},
                 "paper": row.paper,
             }
@@ -142,13 +145,13 @@ def task_groups(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def role(row: dict, group: list[dict]) -> str:
-    """`baseline` for a group's first RGB-only row, `student` for its other RGB-only rows,
-    `other` for rows that read other modalities (teachers, two-stream)."""
-    rgb = [r for r in group if r["inference_modalities"] == ["rgb"]]
+def role(row: dict) -> str:
+    """`student` for an RGB-only row that distils (it has teachers), `baseline` for the other
+    RGB-only rows (labels alone: the baseline, an RGB teacher), `other` for rows that read other
+    modalities (teachers, two-stream)."""
     if row["inference_modalities"] != ["rgb"]:
         return "other"
-    return "baseline" if row is rgb[0] else "student"
+    return "student" if row.get("teachers") else "baseline"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -173,13 +176,13 @@ def plot(results: dict, path: Path) -> None:
         if task:
             axis.text(0, position, task, fontweight="bold", va="center", ha="left")
             position += 1
-        baseline = next((r for r in rows if role(r, rows) == "baseline"), None)
+        baseline = next((r for r in rows if role(r) == "baseline"), None)
         top = position
         for row in rows:
             summary = row["metrics"][main_metric(row)]
             mean, spread = 100 * summary["mean"], 100 * summary["std"]
             several = len(summary.get("values", ())) > 1
-            colour = ROLE_COLOURS[role(row, rows)]
+            colour = ROLE_COLOURS[role(row)]
             axis.barh(position, mean, color=colour, xerr=spread if several else None)
             right = mean + (spread if several else 0) + 1
             axis.text(right, position, shown(summary), va="center", fontsize=8, bbox=_BEHIND_TEXT)
