@@ -67,8 +67,30 @@ def test_invocations_that_ran_jobs_add_up_to_the_wall_time(tmp_path: Path) -> No
     assert [run["jobs_run"] for run in made["invocations"]] == [10, 2]
     run = made["invocations"][0]
     assert run["machine"]["cores"] >= 1 and run["machine"]["torch"]
-    assert len(run["commit"]) == 40 and isinstance(run["uncommitted_changes"], bool)
+    assert len(run["commit"]) == 40 and isinstance(run["uncommitted_changes"], list)
+    made["invocations"][0]["uncommitted_changes"] = []
+    made["invocations"][1]["uncommitted_changes"] = ["README.md"]
     table = {"title": "T", "data": "synthetic", "seeds": 1, "rows": [], "provenance": made}
     line = markdown(table).splitlines()[-1]
     assert line.startswith(f"Made by commit {run['commit'][:7]}")
+    assert "with uncommitted changes to README.md on " in line
     assert "3 min wall time in 2 invocation(s), 1 lane(s) of 1 thread(s)" in line
+
+
+def test_source_commit_names_the_tracked_files_that_differ(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "train.py").write_text("a")
+    (tmp_path / "README.md").write_text("a")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    assert publish.source_commit(tmp_path)["uncommitted_changes"] == []
+    (tmp_path / "README.md").write_text("b")
+    (tmp_path / "notes.txt").write_text("untracked: not part of the code that ran")
+    source = publish.source_commit(tmp_path)
+    assert source["uncommitted_changes"] == ["README.md"] and len(source["commit"]) == 40
+    assert publish.source_commit(tmp_path / "not_a_repo") == {}

@@ -28,8 +28,10 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def source_commit(repository: Path = REPOSITORY) -> dict[str, Any]:
-    """The commit the code was checked out at and whether tracked files differ from it (a
-    result of uncommitted code cannot be traced to a commit); empty outside a git checkout."""
+    """The commit the code was checked out at and the tracked files that differ from it (a
+    result of uncommitted code cannot be traced to a commit; the list says which files, so a
+    reader can tell a changed README from changed training code); empty outside a git
+    checkout."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(repository), "rev-parse", "HEAD"],
@@ -38,10 +40,10 @@ def source_commit(repository: Path = REPOSITORY) -> dict[str, Any]:
         changed = subprocess.run(
             ["git", "-C", str(repository), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+        ).stdout.rstrip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return {}
-    return {"commit": commit, "uncommitted_changes": bool(changed)}
+    return {"commit": commit, "uncommitted_changes": [line[3:] for line in changed.splitlines()]}
 
 
 def machine() -> dict[str, Any]:

@@ -117,7 +117,7 @@ def made_by(provenance: dict) -> str:
     if not runs:
         return ""
     commits = sorted({run["commit"][:7] for run in runs if "commit" in run})
-    changed = any(run.get("uncommitted_changes") for run in runs)
+    changed = sorted({path for run in runs for path in run.get("uncommitted_changes") or []})
     machine = runs[-1]["machine"]
     where = f"{machine['cpu']}, {machine['cores']} cores" + (
         f", {machine['gpu']}" if machine.get("gpu") else ""
@@ -125,7 +125,7 @@ def made_by(provenance: dict) -> str:
     minutes = provenance.get("wall_seconds", 0.0) / 60
     return (
         f"Made by commit {', '.join(commits) or 'unknown'}"
-        + (" with uncommitted changes" if changed else "")
+        + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
         + f" on {where} (torch {machine['torch']}): {minutes:.0f} min wall time in"
         f" {len(runs)} invocation(s), {runs[-1]['lanes']} lane(s) of"
         f" {runs[-1]['threads']} thread(s)."
