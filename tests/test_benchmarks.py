@@ -102,3 +102,19 @@ def test_segment_detector_benchmark_runs_in_tiny_mode(capsys: pytest.CaptureFixt
     gap = re.search(r"gathered windows [\d.]+ ms \([\d.]+x\), largest difference ([\d.e+-]+)", out)
     assert gap is not None and float(gap.group(1)) < 1e-4, out
     assert "same segments kept: True" in out and "load average" in out
+
+
+@pytest.mark.slow
+def test_threads_benchmark_runs_in_tiny_mode(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One thread and two (spinning and sleeping) each train in their own process."""
+    from experiments.benchmarks.threads import main as benchmark
+
+    root = copy_benchmark(bench, tmp_path / "bench")
+    assert benchmark(["--tiny", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("dense RGB student"))
+    rates = re.findall(r"(\d) thread\(s\) (ACTIVE|PASSIVE) ([\d.]+) steps/s", line)
+    assert [(t, p) for t, p, _ in rates] == [("1", "PASSIVE"), ("2", "ACTIVE"), ("2", "PASSIVE")]
+    assert all(float(rate) > 0 for _, _, rate in rates) and "load average" in out
