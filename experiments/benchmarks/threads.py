@@ -1,6 +1,6 @@
 """Training steps/s on the CPU with 1 and 2 torch threads, alone and beside another job, with
 OpenMP's idle threads spinning (`OMP_WAIT_POLICY=ACTIVE`, what libgomp does first by default)
-or sleeping (`PASSIVE`, what `crossdistill` sets unless the environment says otherwise).
+or sleeping (`PASSIVE`).
 
     .venv/bin/python experiments/benchmarks/threads.py [--seconds 12] [--size 32]
 
