@@ -117,7 +117,9 @@ def made_by(provenance: dict) -> str:
     if not runs:
         return ""
     commits = sorted({run["commit"][:7] for run in runs if "commit" in run})
-    changed = sorted({path for run in runs for path in run.get("uncommitted_changes") or []})
+    changes = [run.get("uncommitted_changes") for run in runs]
+    changed = sorted({path for paths in changes if isinstance(paths, list) for path in paths})
+    unnamed = any(paths is True for paths in changes)  # recorded before the files were named
     machine = runs[-1]["machine"]
     where = f"{machine['cpu']}, {machine['cores']} cores" + (
         f", {machine['gpu']}" if machine.get("gpu") else ""
@@ -126,6 +128,7 @@ def made_by(provenance: dict) -> str:
     return (
         f"Made by commit {', '.join(commits) or 'unknown'}"
         + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
+        + (" with uncommitted changes" if unnamed and not changed else "")
         + f" on {where} (torch {machine['torch']}): {minutes:.0f} min wall time in"
         f" {len(runs)} invocation(s), {runs[-1]['lanes']} lane(s) of"
         f" {runs[-1]['threads']} thread(s)."
@@ -157,8 +160,9 @@ def role(row: dict) -> str:
 def plot(results: dict, path: Path) -> None:
     """A bar per row (main metric, mean over seeds, its value written beside it and the spread
     over seeds as an error bar when there are several), rows grouped by task (the label's prefix
-    before ":"), the RGB baseline (a group's first RGB-only row) in blue with a dashed line
-    through its group, the RGB students in orange, the rows that read other modalities in grey.
+    before ":"), RGB models of labels alone in blue (a dashed line through the group at its
+    first, the baseline), the distilled RGB students in orange, the rows that read other
+    modalities in grey.
 
     A bare `Figure` (no pyplot): it leaves the caller's backend alone (a notebook keeps inline
     plots) and needs no display."""
@@ -199,13 +203,14 @@ def plot(results: dict, path: Path) -> None:
     axis.set_ylim(position - 1, -1)
     axis.set_xlim(0, 112)
     axis.set_xlabel("%")
-    axis.legend(
+    figure.legend(  # below the bars, where no bar or value can be hidden under it
         handles=[
-            Patch(color=ROLE_COLOURS["baseline"], label="RGB baseline (dashed: its value)"),
+            Patch(color=ROLE_COLOURS["baseline"], label="RGB, labels only (dashed: the baseline)"),
             Patch(color=ROLE_COLOURS["student"], label="distilled RGB student"),
             Patch(color=ROLE_COLOURS["other"], label="teacher / other modalities"),
         ],
-        loc="lower right",
+        loc="outside lower center",
+        ncols=3,
         fontsize=8,
     )
     figure.suptitle(textwrap.fill(results["title"], 90), fontsize=10)
