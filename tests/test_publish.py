@@ -94,3 +94,24 @@ def test_source_commit_names_the_tracked_files_that_differ(tmp_path: Path) -> No
     source = publish.source_commit(tmp_path)
     assert source["uncommitted_changes"] == ["README.md"] and len(source["commit"]) == 40
     assert publish.source_commit(tmp_path / "not_a_repo") == {}
+
+
+def test_an_interrupted_reproduce_keeps_the_record_of_the_jobs_it_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or a failed job) after two jobs finished: their time stays in the provenance."""
+    from lightning_modules.commands.reproduce import main
+    from lightning_modules.reproduce.runner import TableRunner
+
+    counts = iter([3, 5])  # jobs done before the run, and when it stopped
+    monkeypatch.setattr(TableRunner, "jobs_done", lambda self: next(counts))
+
+    def interrupted(self: TableRunner, lanes: int, threads: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TableRunner, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["demo", "--smoke", "--out", str(tmp_path), "--jobs", "2"])
+    (run,) = publish.provenance(tmp_path)["invocations"]
+    assert run["jobs_run"] == 2 and run["lanes"] == 2 and run["wall_seconds"] >= 0
+    assert run["command"] == f"crossdistill reproduce demo --smoke --out {tmp_path} --jobs 2"

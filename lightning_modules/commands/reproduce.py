@@ -97,13 +97,19 @@ def main(argv: list[str]) -> int:
         recipe = runner.recipe
         started, source = time.perf_counter(), publish.source_commit()
         lanes = args.jobs or max(1, (os.cpu_count() or 1) // max(1, args.threads))
-        ran = runner.run(lanes, max(1, args.threads))
+        done_before = runner.jobs_done()
+        try:
+            runner.run(lanes, max(1, args.threads))
+        finally:  # a failed or interrupted (Ctrl-C) run keeps the record of what it did
+            elapsed = time.perf_counter() - started
+            command = " ".join(["crossdistill reproduce", *argv])
+            ran = runner.jobs_done() - done_before
+            publish.record_invocation(
+                out, source, elapsed, ran, lanes, max(1, args.threads), command
+            )
     except (RecipeError, ReproduceError) as error:
         print(f"crossdistill reproduce: {error}", file=sys.stderr)
         return 2
-    elapsed = time.perf_counter() - started
-    command = " ".join(["crossdistill reproduce", *argv])
-    publish.record_invocation(out, source, elapsed, ran, lanes, max(1, args.threads), command)
     seeds = {row.name: runner.seeds(row) for row in recipe.rows}
     table = results.collect(recipe, runner.results, " ".join(data), seeds)
     table["provenance"] = publish.provenance(out)

@@ -153,11 +153,14 @@ class TableRunner:
     def seeds(self, row: Row) -> int:
         return row.seeds or self.recipe.seeds
 
-    def run(self, lanes: int = 1, threads: int = 1) -> int:
+    def jobs_done(self) -> int:
+        """How many of the table's jobs have their results (whichever run made them)."""
+        return sum(job.done() for job in self.jobs())
+
+    def run(self, lanes: int = 1, threads: int = 1) -> None:
         """Every job not yet done, each with `threads` torch threads: in this process, in order,
         with one lane; else on `lanes` worker processes, each job once those it needs are done
-        (`lightning_modules.reproduce.scheduler`). Results do not depend on the lanes. Returns
-        how many jobs ran."""
+        (`lightning_modules.reproduce.scheduler`). Results do not depend on the lanes."""
         import torch
 
         from lightning_modules.reproduce.scheduler import JobFailed, run_in_lanes
@@ -168,12 +171,12 @@ class TableRunner:
         jobs = self.jobs()
         if lanes > 1:
             try:
-                return run_in_lanes(self, jobs, lanes, threads)
+                run_in_lanes(self, jobs, lanes, threads)
             except JobFailed as error:
                 raise ReproduceError(str(error)) from None
+            return
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
-        ran = 0
         try:
             for number, job in enumerate(jobs, 1):
                 label = f"[{self.recipe.table} {number}/{len(jobs)}] {job.name}"
@@ -183,11 +186,9 @@ class TableRunner:
                 print(f"{label} ...", flush=True)
                 started = time.perf_counter()
                 job.run()
-                ran += 1
                 print(f"{label}: {time.perf_counter() - started:.0f} s", flush=True)
         finally:
             torch.set_num_threads(previous)
-        return ran
 
     # ------------------------------------------------------------ benchmark
     def data_flags(self, root: Path | None = None) -> list[str]:

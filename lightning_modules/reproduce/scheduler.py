@@ -34,10 +34,9 @@ class JobFailed(RuntimeError):
 
 def run_in_lanes(
     runner: Any, jobs: Sequence[Any], lanes: int, threads: int, say: Any = print
-) -> int:
+) -> None:
     """Run `jobs` (each with `name`, `needs`, `done()`) of `runner` on `lanes` worker processes,
-    printing a line as each starts and ends, with the count done, the running ones and an ETA;
-    returns how many ran (the ones not done before)."""
+    printing a line as each starts and ends, with the count done, the running ones and an ETA."""
     finished = {job.name for job in jobs if job.done()}
     pending = [job for job in jobs if job.name not in finished]
     total, began = len(pending), time.perf_counter()
@@ -76,7 +75,6 @@ def run_in_lanes(
                     flush=True,
                 )
     say(f"[{table}] {total} jobs in {time.perf_counter() - began:.0f} s on {lanes} lanes")
-    return total
 
 
 def _log(logs: Path, job: Any) -> Path:
