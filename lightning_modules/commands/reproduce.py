@@ -100,7 +100,8 @@ def main(argv: list[str]) -> int:
         done_before = runner.jobs_done()
         try:
             runner.run(lanes, max(1, args.threads))
-        finally:  # a failed or interrupted (Ctrl-C) run keeps the record of what it did
+        finally:  # a failed run keeps the record of what it did (so does Ctrl-C with --jobs 1;
+            # with lanes, Lightning in the workers catches it and the jobs run on)
             elapsed = time.perf_counter() - started
             command = " ".join(["crossdistill reproduce", *argv])
             ran = runner.jobs_done() - done_before
