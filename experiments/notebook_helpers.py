@@ -31,6 +31,7 @@ from lightning_modules.distillation import ensemble_logits
 from lightning_modules.evaluate import evaluate_clips, segment_table
 from lightning_modules.metrics.frame_map import average_precision, frame_map
 from lightning_modules.metrics.segment_map import segment_average_precision
+from lightning_modules.reproduce.publish import REPOSITORY
 from lightning_modules.reproduce.recipe import CONFIGS_ROOT, Recipe
 from lightning_modules.reproduce.results import main_metric
 
@@ -53,7 +54,7 @@ def reproduce(table: str, out: Path, smoke: bool, data: str = "synthetic", rows:
     return load_results(out)
 
 
-PUBLISHED = Path(__file__).resolve().parent / "results"
+PUBLISHED = REPOSITORY / "experiments" / "results"
 """Where tables are published (`reproduce TABLE --publish experiments/results/TABLE`)."""
 
 
@@ -70,9 +71,8 @@ def results_of(
         results = load_results(published)
         commits = {run.get("commit", "?")[:7] for run in
                    results.get("provenance", {}).get("invocations", [])}  # fmt: skip
-        where = published.relative_to(PUBLISHED.parents[1])
         print(f"published results of commit(s) {', '.join(sorted(commits))} read from "
-              f"{where} (CROSSDISTILL_RERUN=1 trains the table again)")  # fmt: skip
+              f"{shown_path(published)} (CROSSDISTILL_RERUN=1 trains the table again)")  # fmt: skip
         return results, published
     return reproduce(table, out, smoke, data, rows), Path(out)
 
@@ -81,11 +81,7 @@ def shown_path(path: Path) -> str:
     """A path relative to the repository when it lies inside it: stored notebook outputs read
     the same on every machine."""
     path = Path(path).resolve()
-    return (
-        str(path.relative_to(PUBLISHED.parents[1]))
-        if path.is_relative_to(PUBLISHED.parents[1])
-        else str(path)
-    )
+    return str(path.relative_to(REPOSITORY) if path.is_relative_to(REPOSITORY) else path)
 
 
 def load_results(out: Path) -> dict:

@@ -33,6 +33,7 @@ def test_publish_copies_what_readers_need_and_replaces_an_earlier_copy(tmp_path:
     out, destination = tmp_path / "out", tmp_path / "experiments" / "results" / "table"
     finished_table(out)
     destination.mkdir(parents=True)
+    (destination / "results.json").write_text("an earlier publication")
     (destination / "stale.json").write_text("from an earlier run")
     copied = publish.publish(out, destination)
     files = sorted(str(p.relative_to(destination)) for p in destination.rglob("*") if p.is_file())
@@ -115,3 +116,42 @@ def test_an_interrupted_reproduce_keeps_the_record_of_the_jobs_it_finished(
     (run,) = publish.provenance(tmp_path)["invocations"]
     assert run["jobs_run"] == 2 and run["lanes"] == 2 and run["wall_seconds"] >= 0
     assert run["command"] == f"crossdistill reproduce demo --smoke --out {tmp_path} --jobs 2"
+
+
+def test_publish_never_replaces_a_users_folder_or_the_run_itself(tmp_path: Path) -> None:
+    """The destination is replaced whole: a folder that is not a published table, the output
+    folder and any folder around or inside it are refused, untouched."""
+    out = tmp_path / "outputs" / "table"
+    finished_table(out)
+    mine = tmp_path / "my_project"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    for destination in (mine, out, tmp_path / "outputs", out / "published"):
+        with pytest.raises(
+            publish.PublishError, match=r"--publish .* (is not a published|overlaps)"
+        ):
+            publish.publish(out, destination)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    assert (out / "runs" / "rgb-seed0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (out / "published").exists()
+    (tmp_path / "empty").mkdir()
+    assert publish.publish(out, tmp_path / "empty")  # an empty folder is fine
+
+
+def test_reproduce_refuses_a_bad_publish_folder_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_modules.commands.reproduce import main
+    from lightning_modules.reproduce.runner import TableRunner
+
+    def never(self: TableRunner, lanes: int, threads: int) -> None:
+        raise AssertionError("trained before checking --publish")
+
+    monkeypatch.setattr(TableRunner, "run", never)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    argv = ["demo", "--smoke", "--out", str(tmp_path / "out"), "--publish", str(mine)]
+    assert main(argv) == 2
+    assert "is not a published table" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep"

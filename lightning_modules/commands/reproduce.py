@@ -95,6 +95,8 @@ def main(argv: list[str]) -> int:
         if left_out:
             print(f"{recipe.table}: rows {left_out} keep their own data config: left out")
         recipe = runner.recipe
+        if args.publish is not None:  # before hours of training, not after
+            publish.check_destination(out, args.publish)
         started, source = time.perf_counter(), publish.source_commit()
         lanes = args.jobs or max(1, (os.cpu_count() or 1) // max(1, args.threads))
         done_before = runner.jobs_done()
@@ -108,7 +110,7 @@ def main(argv: list[str]) -> int:
             publish.record_invocation(
                 out, source, elapsed, ran, lanes, max(1, args.threads), command
             )
-    except (RecipeError, ReproduceError) as error:
+    except (RecipeError, ReproduceError, publish.PublishError) as error:
         print(f"crossdistill reproduce: {error}", file=sys.stderr)
         return 2
     seeds = {row.name: runner.seeds(row) for row in recipe.rows}

@@ -8,7 +8,8 @@ layout of `OUT`: `results.{json,md,png}`, `results/<row>/seed<N>.json` (each run
 metrics), `runs/<row>-seed<N>/test/predictions/` (each run's test predictions) and, for the
 synthetic benchmark, its ground truth (`data/synthetic/annotations/activitynet.json`); no
 checkpoints. Copies go through a temporary folder renamed into place, so an interrupted publish
-leaves the earlier copy whole.
+leaves the earlier copy whole; a destination that is neither new, empty nor an earlier published
+copy, or that overlaps `OUT`, is refused (`check_destination`, which `reproduce` runs first).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.sources.integrity import write_json_atomic
+from lightning_modules.reproduce.scheduler import read_durations
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -115,10 +117,7 @@ def provenance(out: Path) -> dict[str, Any]:
     """The summary `results.json` carries: the invocations, their total wall time, the time of
     every job (`OUT/logs/durations.json`) and the code now."""
     invocations = _read_list(Path(out) / "logs" / "invocations.json")
-    try:
-        durations = json.loads((Path(out) / "logs" / "durations.json").read_text())
-    except (OSError, ValueError):
-        durations = {}
+    durations = read_durations(Path(out) / "logs" / "durations.json")
     return {
         **source_commit(),
         "wall_seconds": round(sum(i.get("wall_seconds", 0.0) for i in invocations), 1),
@@ -134,6 +133,7 @@ def publish(out: Path, destination: Path) -> list[Path]:
     wanted = [out / name for name in ("results.json", "results.md", "results.png")]
     if missing := [path.name for path in wanted if not path.is_file()]:
         raise FileNotFoundError(f"{out} has no {', '.join(missing)}: run the table first")
+    check_destination(out, destination)
     wanted += sorted((out / "results").glob("*/seed*.json"))
     wanted += sorted(p for p in (out / "runs").glob("*/test/predictions/*") if p.is_file())
     truth = out / "data" / "synthetic" / "annotations" / "activitynet.json"
@@ -151,6 +151,29 @@ def publish(out: Path, destination: Path) -> list[Path]:
     staging.rename(destination)
     shutil.rmtree(old, ignore_errors=True)
     return [path.relative_to(out) for path in wanted]
+
+
+def check_destination(out: Path, destination: Path) -> None:
+    """Publishing replaces `destination` whole: refuse a folder holding the run itself (its
+    checkpoints would go) or anything but an earlier published copy (a user's folder)."""
+    run, target = out.resolve(), destination.resolve()
+    if target == run or target in run.parents or run in target.parents:
+        raise PublishError(
+            f"--publish {destination} overlaps the table's output folder {out}: publish to a "
+            "folder of its own, e.g. experiments/results/TABLE"
+        )
+    if destination.exists() and (
+        not destination.is_dir()
+        or (any(destination.iterdir()) and not (destination / "results.json").is_file())
+    ):
+        raise PublishError(
+            f"--publish {destination} exists and is not a published table (no results.json): "
+            "it would be replaced whole; choose a new or empty folder, or move it away"
+        )
+
+
+class PublishError(ValueError):
+    """A publish that would destroy files it does not own; the message names the fix."""
 
 
 def _read_list(path: Path) -> list[dict[str, Any]]:

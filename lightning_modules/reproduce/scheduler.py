@@ -44,7 +44,7 @@ def run_in_lanes(
     logs.mkdir(parents=True, exist_ok=True)
     running: dict[Future, tuple[Any, float]] = {}
     record = logs / "durations.json"
-    durations = _read_durations(record)
+    durations = read_durations(record)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(lanes, context, initializer=_lane, initargs=(threads,)) as pool:
         while pending or running:
@@ -116,7 +116,7 @@ def _row(job: str) -> str:
     return re.sub(r" seed \d+$", "", job)
 
 
-def _read_durations(path: Path) -> dict[str, float]:
+def read_durations(path: Path) -> dict[str, float]:
     """The job times of earlier runs (none when the file is missing or unreadable)."""
     try:
         data = json.loads(path.read_text())
