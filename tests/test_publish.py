@@ -98,7 +98,7 @@ def test_source_commit_names_the_tracked_files_that_differ(tmp_path: Path) -> No
 
 
 def test_an_interrupted_reproduce_keeps_the_record_of_the_jobs_it_finished(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Ctrl-C (or a failed job) after two jobs finished: their time stays in the provenance."""
     from lightning_modules.commands.reproduce import main
@@ -111,8 +111,8 @@ def test_an_interrupted_reproduce_keeps_the_record_of_the_jobs_it_finished(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TableRunner, "run", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main(["demo", "--smoke", "--out", str(tmp_path), "--jobs", "2"])
+    assert main(["demo", "--smoke", "--out", str(tmp_path), "--jobs", "2"]) == 130
+    assert "interrupted after 2 job(s)" in capsys.readouterr().err
     (run,) = publish.provenance(tmp_path)["invocations"]
     assert run["jobs_run"] == 2 and run["lanes"] == 2 and run["wall_seconds"] >= 0
     assert run["command"] == f"crossdistill reproduce demo --smoke --out {tmp_path} --jobs 2"

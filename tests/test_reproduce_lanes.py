@@ -4,6 +4,9 @@ same results as one lane."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +56,16 @@ class _Job:
         (self.folder / f"{self.name}.start").write_text(str(time.time()))
         if self.name == "broken":
             raise ValueError("a broken job")
+        if self.name.startswith("long"):  # a fit: stops on SIGTERM, as preemption makes it
+            signal.signal(signal.SIGTERM, self.preempted)
+            (self.folder / f"{self.name}.pid").write_text(str(os.getpid()))
+            time.sleep(60.0)
         time.sleep(1.0)
         (self.folder / f"{self.name}.end").write_text(str(time.time()))
+
+    def preempted(self, signum: int, frame: object) -> None:
+        (self.folder / f"{self.name}.stopped").write_text("")
+        raise SystemExit(75)
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,30 @@ def test_a_failed_job_stops_new_ones_and_names_its_log(tmp_path: Path) -> None:
     with pytest.raises(JobFailed, match=r"broken failed: a broken job(.|\n)*logs/broken\.log"):
         run_in_lanes(runner, runner.jobs(), 2, 1, say=_quiet)
     assert not (tmp_path / "after.start").exists()
+
+
+def test_ctrl_c_stops_the_running_jobs_and_starts_no_more(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of the terminal's group: the lanes ignore it (Lightning
+    there would catch it and go on), the main process sends the running jobs SIGTERM (a fit's
+    preemption stop, with a checkpoint), starts nothing new and raises KeyboardInterrupt."""
+    runner = _Runner(tmp_path, (("long1", ()), ("long2", ()), ("after", ("long1",))))
+    lines: list[str] = []
+
+    def ctrl_c() -> None:
+        pids = [tmp_path / f"long{n}.pid" for n in (1, 2)]
+        while not all(pid.is_file() and pid.read_text() for pid in pids):
+            time.sleep(0.05)
+        for pid in pids:
+            os.kill(int(pid.read_text()), signal.SIGINT)
+        time.sleep(0.5)  # a lane that took it would fail its job now
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_in_lanes(runner, runner.jobs(), 2, 1, say=lambda line, **_: lines.append(line))
+    assert (tmp_path / "long1.stopped").is_file() and (tmp_path / "long2.stopped").is_file()
+    assert not list(tmp_path.glob("*.end")) and not (tmp_path / "after.start").exists()
+    assert "interrupted: stopping ['long1', 'long2']" in lines[-1]
 
 
 @pytest.mark.slow

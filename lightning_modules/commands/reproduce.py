@@ -82,6 +82,7 @@ def main(argv: list[str]) -> int:
     from lightning_modules.reproduce.runner import ReproduceError, TableRunner
 
     args = build_parser().parse_args(argv)
+    ran = 0  # jobs this invocation finished
     try:
         recipe = load_recipe(args.table, smoke=args.smoke)
         if args.seeds is not None:
@@ -102,8 +103,7 @@ def main(argv: list[str]) -> int:
         done_before = runner.jobs_done()
         try:
             runner.run(lanes, max(1, args.threads))
-        finally:  # a failed run keeps the record of what it did (so does Ctrl-C with --jobs 1;
-            # with lanes, Lightning in the workers catches it and the jobs run on)
+        finally:  # a failed or interrupted run keeps the record of what it did
             elapsed = time.perf_counter() - started
             command = " ".join(["crossdistill reproduce", *argv])
             ran = runner.jobs_done() - done_before
@@ -113,6 +113,13 @@ def main(argv: list[str]) -> int:
     except (RecipeError, ReproduceError, publish.PublishError) as error:
         print(f"crossdistill reproduce: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"crossdistill reproduce: interrupted after {ran} job(s); the finished ones are kept "
+            "and an interrupted fit resumes from its checkpoint: rerun the same command",
+            file=sys.stderr,
+        )
+        return 130
     seeds = {row.name: runner.seeds(row) for row in recipe.rows}
     table = results.collect(recipe, runner.results, " ".join(data), seeds)
     table["provenance"] = publish.provenance(out)

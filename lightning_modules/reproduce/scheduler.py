@@ -19,6 +19,7 @@ import contextlib
 import json
 import multiprocessing
 import re
+import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -26,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.sources.integrity import write_atomic
+
+STOP_GRACE_SECONDS = 120.0
+"""How long Ctrl-C waits for the running jobs to stop at a step boundary before killing them."""
 
 
 class JobFailed(RuntimeError):
@@ -43,38 +47,57 @@ def run_in_lanes(
     table, logs = runner.recipe.table, Path(runner.out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     running: dict[Future, tuple[Any, float]] = {}
-    record = logs / "durations.json"
-    durations = read_durations(record)
+    durations = read_durations(logs / "durations.json")
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(lanes, context, initializer=_lane, initargs=(threads,)) as pool:
-        while pending or running:
-            for job in [j for j in pending if set(j.needs) <= finished][: lanes - len(running)]:
-                pending.remove(job)
-                future = pool.submit(run_named_job, runner, job.name, _log(logs, job))
-                running[future] = (job, time.perf_counter())
-                say(f"[{table}] {job.name} ...", flush=True)
-            if not running:
-                raise JobFailed(f"jobs {[j.name for j in pending]} wait on jobs that never run")
-            for future in wait(running, return_when=FIRST_COMPLETED).done:
-                job, start = running.pop(future)
-                if future.exception() is not None:
-                    pending.clear()  # start nothing new; the running jobs finish and are kept
-                    wait(running)
-                    raise JobFailed(_failure(job, future.exception(), _log(logs, job)))
-                finished.add(job.name)
-                durations[job.name] = time.perf_counter() - start
-                _write_durations(record, durations)
-                left = len(pending) + len(running)
-                clock = time.perf_counter()
-                elapsed = {j.name: clock - began_at for j, began_at in running.values()}
-                eta = seconds_left(elapsed, [j.name for j in pending], durations, lanes)
-                say(
-                    f"[{table}] {job.name}: {durations[job.name]:.0f} s; done "
-                    f"{total - left}/{total}, running {list(elapsed)}"
-                    + (f", about {eta / 60:.0f} min left" if left and eta is not None else ""),
-                    flush=True,
-                )
+        try:
+            _schedule(pool, runner, pending, running, finished, durations, lanes, say)
+        except KeyboardInterrupt:
+            _stop(pool, running, table, say)
+            raise
     say(f"[{table}] {total} jobs in {time.perf_counter() - began:.0f} s on {lanes} lanes")
+
+
+def _schedule(
+    pool: ProcessPoolExecutor,
+    runner: Any,
+    pending: list[Any],
+    running: dict[Future, tuple[Any, float]],
+    finished: set[str],
+    durations: dict[str, float],
+    lanes: int,
+    say: Any,
+) -> None:
+    """Submit each pending job once its needs are finished, until every job has run."""
+    table, logs = runner.recipe.table, Path(runner.out) / "logs"
+    record, total = logs / "durations.json", len(pending)
+    while pending or running:
+        for job in [j for j in pending if set(j.needs) <= finished][: lanes - len(running)]:
+            pending.remove(job)
+            future = pool.submit(run_named_job, runner, job.name, _log(logs, job))
+            running[future] = (job, time.perf_counter())
+            say(f"[{table}] {job.name} ...", flush=True)
+        if not running:
+            raise JobFailed(f"jobs {[j.name for j in pending]} wait on jobs that never run")
+        for future in wait(running, return_when=FIRST_COMPLETED).done:
+            job, start = running.pop(future)
+            if future.exception() is not None:
+                pending.clear()  # start nothing new; the running jobs finish and are kept
+                wait(running)
+                raise JobFailed(_failure(job, future.exception(), _log(logs, job)))
+            finished.add(job.name)
+            durations[job.name] = time.perf_counter() - start
+            _write_durations(record, durations)
+            left = len(pending) + len(running)
+            clock = time.perf_counter()
+            elapsed = {j.name: clock - began_at for j, began_at in running.values()}
+            eta = seconds_left(elapsed, [j.name for j in pending], durations, lanes)
+            say(
+                f"[{table}] {job.name}: {durations[job.name]:.0f} s; done "
+                f"{total - left}/{total}, running {list(elapsed)}"
+                + (f", about {eta / 60:.0f} min left" if left and eta is not None else ""),
+                flush=True,
+            )
 
 
 def _log(logs: Path, job: Any) -> Path:
@@ -132,10 +155,34 @@ def _write_durations(path: Path, durations: dict[str, float]) -> None:
     write_atomic(path, lambda handle: handle.write(text))
 
 
+def _stop(
+    pool: ProcessPoolExecutor, running: dict[Future, tuple[Any, float]], table: str, say: Any
+) -> None:
+    """Ctrl-C: SIGTERM to the lanes (their fits stop at a step boundary with a checkpoint), wait
+    up to `STOP_GRACE_SECONDS` for the running jobs to end, then kill the lanes; start nothing
+    new."""
+    lanes = multiprocessing.active_children()
+    names = [job.name for job, _ in running.values()]
+    say(
+        f"[{table}] interrupted: stopping {names} at their next step (a checkpoint each; rerun "
+        "the same command to resume); Ctrl-C again to kill them now",
+        flush=True,
+    )
+    for process in lanes:
+        process.terminate()  # SIGTERM
+    with contextlib.suppress(KeyboardInterrupt):
+        wait(running, timeout=STOP_GRACE_SECONDS)
+    for process in lanes:
+        if process.is_alive():
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _lane(threads: int) -> None:
-    """A worker process's torch threads, set once."""
+    """A worker process: its torch threads, set once; Ctrl-C left to the main process."""
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
 
