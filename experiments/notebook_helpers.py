@@ -595,24 +595,23 @@ def plot_rows(
         return None
     metrics = list(metrics or [main_metric(chosen[0])])
     figure, axes = plt.subplots(
-        1, len(metrics), figsize=(4.5 * len(metrics), 0.42 * len(rows) + 1.4), squeeze=False
+        1, len(metrics), figsize=(6.5 * len(metrics), 0.42 * len(rows) + 1.8), squeeze=False
     )
     for axis, metric in zip(axes[0], metrics, strict=True):
         means = [100 * r["metrics"][metric]["mean"] for r in chosen]
-        stds = [100 * r["metrics"][metric]["std"] for r in chosen]
+        stds = [100 * (r["metrics"][metric]["std"] or 0.0) for r in chosen]
         axis.barh(range(len(chosen)), means, xerr=stds, color="tab:blue")
+        for y, (row, mean, std) in enumerate(zip(chosen, means, stds, strict=True)):
+            spread = f" ± {std:.1f}" if len(row["metrics"][metric].get("values", [])) > 1 else ""
+            axis.text(mean + std + 1, y, f"{mean:.1f}{spread}", va="center", fontsize=7)
+        axis.set_xlim(0, max(m + s for m, s in zip(means, stds, strict=True)) * 1.25)
+        label = f"{metric} (%)"
         if baseline in by_name:
-            axis.axvline(
-                100 * by_name[baseline]["metrics"][metric]["mean"],
-                color="k",
-                ls="--",
-                lw=1,
-                label=by_name[baseline]["label"],
-            )
-            axis.legend(fontsize=7, loc="lower right")
+            axis.axvline(100 * by_name[baseline]["metrics"][metric]["mean"], color="k", ls="--")
+            label += f"\ndashed: {by_name[baseline]['label']}"
         axis.set_yticks(range(len(chosen)), [r["label"] for r in chosen], fontsize=8)
         axis.invert_yaxis()
-        axis.set_xlabel(f"{metric} (%)")
+        axis.set_xlabel(label, fontsize=9)
     figure.suptitle(title, fontsize=10)
     return _save(figure, out, name)
 
