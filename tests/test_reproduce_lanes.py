@@ -15,7 +15,7 @@ import pytest
 
 from lightning_modules.reproduce.recipe import load_recipe
 from lightning_modules.reproduce.runner import TableRunner
-from lightning_modules.reproduce.scheduler import JobFailed, run_in_lanes, seconds_left
+from lightning_modules.reproduce.scheduler import JobFailed, run_in_lanes, seconds_left, start_order
 
 
 def test_jobs_name_what_they_read() -> None:
@@ -105,6 +105,18 @@ def test_lanes_run_independent_jobs_side_by_side_after_what_they_need(tmp_path: 
     assert (tmp_path / "logs" / "a.log").is_file()
     recorded = json.loads((tmp_path / "logs" / "durations.json").read_text())
     assert sorted(recorded) == ["a", "b", "c", "d"] and all(v >= 1.0 for v in recorded.values())
+
+
+def test_jobs_others_wait_on_start_first_then_the_ends_of_the_longest_chains() -> None:
+    """The demo's graph: teachers, clip backbones and features before every other job; then the
+    segment student (the end of the longest chain: benchmark, clip model, features, flow
+    teacher, student); the dense RGB baseline (right after the benchmark) last."""
+    runner = TableRunner(load_recipe("demo"), Path("unused"))
+    order = [job.name for job in start_order(runner.jobs())]
+    needed = {name for job in runner.jobs() for name in job.needs}
+    assert set(order[: len(needed)]) == needed
+    assert order[len(needed)] == "seg_student seed 0" and order[-1] == "dense_rgb seed 0"
+    assert sorted(order) == sorted(job.name for job in runner.jobs())
 
 
 def test_time_left_runs_the_estimates_over_the_lanes() -> None:
