@@ -33,7 +33,7 @@ from lightning_modules.metrics.frame_map import average_precision, frame_map
 from lightning_modules.metrics.segment_map import segment_average_precision
 from lightning_modules.reproduce.publish import REPOSITORY
 from lightning_modules.reproduce.recipe import CONFIGS_ROOT, Recipe
-from lightning_modules.reproduce.results import main_metric
+from lightning_modules.reproduce.results import main_metric, shown
 
 TEST_SUBSET = "testing"
 """The synthetic benchmark's test subset (`test_subset` of the data configs)."""
@@ -602,8 +602,7 @@ def plot_rows(
         stds = [100 * (r["metrics"][metric]["std"] or 0.0) for r in chosen]
         axis.barh(range(len(chosen)), means, xerr=stds, color="tab:blue")
         for y, (row, mean, std) in enumerate(zip(chosen, means, stds, strict=True)):
-            spread = f" ± {std:.1f}" if len(row["metrics"][metric].get("values", [])) > 1 else ""
-            axis.text(mean + std + 1, y, f"{mean:.1f}{spread}", va="center", fontsize=7)
+            axis.text(mean + std + 1, y, shown(row["metrics"][metric]), va="center", fontsize=7)
         axis.set_xlim(0, max(m + s for m, s in zip(means, stds, strict=True)) * 1.25)
         label = f"{metric} (%)"
         if baseline in by_name:
