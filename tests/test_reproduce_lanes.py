@@ -4,6 +4,7 @@ same results as one lane."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import threading
@@ -143,9 +144,12 @@ def test_a_failed_job_stops_new_ones_and_names_its_log(tmp_path: Path) -> None:
 def test_ctrl_c_stops_the_running_jobs_and_starts_no_more(tmp_path: Path) -> None:
     """Ctrl-C reaches every process of the terminal's group: the lanes ignore it (Lightning
     there would catch it and go on), the main process sends the running jobs SIGTERM (a fit's
-    preemption stop, with a checkpoint), starts nothing new and raises KeyboardInterrupt."""
+    preemption stop, with a checkpoint), starts nothing new and raises KeyboardInterrupt. A
+    child process of the caller's own (a notebook's) is not a lane and is left running."""
     runner = _Runner(tmp_path, (("long1", ()), ("long2", ()), ("after", ("long1",))))
     lines: list[str] = []
+    bystander = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60.0,))
+    bystander.start()
 
     def ctrl_c() -> None:
         pids = [tmp_path / f"long{n}.pid" for n in (1, 2)]
@@ -162,6 +166,8 @@ def test_ctrl_c_stops_the_running_jobs_and_starts_no_more(tmp_path: Path) -> Non
     assert (tmp_path / "long1.stopped").is_file() and (tmp_path / "long2.stopped").is_file()
     assert not list(tmp_path.glob("*.end")) and not (tmp_path / "after.start").exists()
     assert "interrupted: stopping ['long1', 'long2']" in lines[-1]
+    assert bystander.is_alive()
+    bystander.kill()
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import os
 import re
 import signal
 import time
@@ -48,11 +49,14 @@ def run_in_lanes(
     logs.mkdir(parents=True, exist_ok=True)
     running: dict[Future, tuple[Any, float]] = {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(lanes, context, initializer=_lane, initargs=(threads,)) as pool:
+    lane_pids = context.SimpleQueue()  # each lane puts its pid: Ctrl-C signals these, no other
+    with ProcessPoolExecutor(
+        lanes, context, initializer=_lane, initargs=(threads, lane_pids)
+    ) as pool:
         try:
             _schedule(pool, runner, pending, running, finished, lanes, say)
         except KeyboardInterrupt:
-            _stop(pool, running, table, say)
+            _stop(pool, running, _reported(lane_pids), table, say)
             raise
     say(f"[{table}] {total} jobs in {time.perf_counter() - began:.0f} s on {lanes} lanes")
 
@@ -174,13 +178,24 @@ def _write_durations(path: Path, durations: dict[str, float]) -> None:
     write_atomic(path, lambda handle: handle.write(text))
 
 
+def _reported(lane_pids: Any) -> set[int]:
+    pids = set()
+    while not lane_pids.empty():
+        pids.add(lane_pids.get())
+    return pids
+
+
 def _stop(
-    pool: ProcessPoolExecutor, running: dict[Future, tuple[Any, float]], table: str, say: Any
+    pool: ProcessPoolExecutor,
+    running: dict[Future, tuple[Any, float]],
+    lane_pids: set[int],
+    table: str,
+    say: Any,
 ) -> None:
     """Ctrl-C: SIGTERM to the lanes (their fits stop at a step boundary with a checkpoint), wait
     up to `STOP_GRACE_SECONDS` for the running jobs to end, then kill the lanes; start nothing
-    new."""
-    lanes = multiprocessing.active_children()
+    new. Only the lanes: other child processes of the caller (a notebook's) are left alone."""
+    lanes = [child for child in multiprocessing.active_children() if child.pid in lane_pids]
     names = [job.name for job, _ in running.values()]
     say(
         f"[{table}] interrupted: stopping {names} at their next step (a checkpoint each; rerun "
@@ -197,11 +212,13 @@ def _stop(
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _lane(threads: int) -> None:
-    """A worker process: its torch threads, set once; Ctrl-C left to the main process."""
+def _lane(threads: int, lane_pids: Any) -> None:
+    """A worker process: its torch threads, set once; Ctrl-C left to the main process, which is
+    told this process's pid."""
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    lane_pids.put(os.getpid())
     torch.set_num_threads(threads)
 
 
