@@ -31,7 +31,7 @@ from lightning_modules.distillation import ensemble_logits
 from lightning_modules.evaluate import evaluate_clips, segment_table
 from lightning_modules.metrics.frame_map import average_precision, frame_map
 from lightning_modules.metrics.segment_map import segment_average_precision
-from lightning_modules.reproduce.publish import REPOSITORY
+from lightning_modules.reproduce.publish import PUBLISHED, REPOSITORY
 from lightning_modules.reproduce.recipe import CONFIGS_ROOT, Recipe
 from lightning_modules.reproduce.results import main_metric, shown
 
@@ -52,10 +52,6 @@ def reproduce(table: str, out: Path, smoke: bool, data: str = "synthetic", rows:
     if status != 0:
         raise RuntimeError(f"crossdistill reproduce {' '.join(argv)} exited with {status}")
     return load_results(out)
-
-
-PUBLISHED = REPOSITORY / "experiments" / "results"
-"""Where tables are published (`reproduce TABLE --publish experiments/results/TABLE`)."""
 
 
 def results_of(

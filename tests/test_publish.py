@@ -107,7 +107,8 @@ def test_an_interrupted_reproduce_keeps_the_record_of_the_jobs_it_finished(
     counts = iter([3, 5])  # jobs done before the run, and when it stopped
     monkeypatch.setattr(TableRunner, "jobs_done", lambda self: next(counts))
 
-    def interrupted(self: TableRunner, lanes: int, threads: int) -> None:
+    def interrupted(self: TableRunner, lanes: int, threads: int, published: dict) -> None:
+        assert published == {}  # a smoke run does not take the published run's times
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TableRunner, "run", interrupted)
@@ -155,3 +156,16 @@ def test_reproduce_refuses_a_bad_publish_folder_before_training(
     assert main(argv) == 2
     assert "is not a published table" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_a_published_runs_job_times_are_read_back(tmp_path: Path) -> None:
+    """`reproduce` orders its jobs and gives a first ETA from them; a table never published,
+    or a results file without them, gives none."""
+    table = tmp_path / "demo"
+    table.mkdir()
+    results = {"provenance": {"job_seconds": {"clip_rgb seed 0": 59.5, "odd": "x"}}}
+    (table / "results.json").write_text(json.dumps(results))
+    assert publish.published_job_seconds("demo", tmp_path) == {"clip_rgb seed 0": 59.5}
+    assert publish.published_job_seconds("lee23_segments", tmp_path) == {}
+    (table / "results.json").write_text('{"provenance": []}')
+    assert publish.published_job_seconds("demo", tmp_path) == {}

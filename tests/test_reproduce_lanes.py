@@ -16,7 +16,13 @@ import pytest
 
 from lightning_modules.reproduce.recipe import load_recipe
 from lightning_modules.reproduce.runner import TableRunner
-from lightning_modules.reproduce.scheduler import JobFailed, run_in_lanes, seconds_left, start_order
+from lightning_modules.reproduce.scheduler import (
+    JobFailed,
+    job_estimates,
+    run_in_lanes,
+    seconds_left,
+    start_order,
+)
 
 
 def test_jobs_name_what_they_read() -> None:
@@ -94,7 +100,10 @@ def test_lanes_run_independent_jobs_side_by_side_after_what_they_need(tmp_path: 
     plan = (("a", ()), ("b", ()), ("c", ("a",)), ("d", ("a", "b")))
     runner = _Runner(tmp_path, plan)
     lines: list[str] = []
-    run_in_lanes(runner, runner.jobs(), 2, 1, say=lambda line, **_: lines.append(line))
+    published = {"a": 120.0, "b": 60.0, "c": 60.0, "d": 60.0}  # a published run's job times
+    say = lambda line, **_: lines.append(line)  # noqa: E731
+    run_in_lanes(runner, runner.jobs(), 2, 1, say=say, published=published)
+    assert lines[0] == "[fake] 4 jobs on 2 lanes, about 3 min"  # a, then c and d after b
     times = {
         name: (float((tmp_path / f"{name}.start").read_text()),
                float((tmp_path / f"{name}.end").read_text()))
@@ -102,7 +111,7 @@ def test_lanes_run_independent_jobs_side_by_side_after_what_they_need(tmp_path: 
     }  # fmt: skip
     assert times["a"][0] < times["b"][1] and times["b"][0] < times["a"][1]  # side by side
     assert times["c"][0] >= times["a"][1] and times["d"][0] >= max(times["a"][1], times["b"][1])
-    assert any("done 4/4" in line for line in lines) and "min left" in " ".join(lines)
+    assert any("done 4/4" in line for line in lines) and " s left" in " ".join(lines)
     assert (tmp_path / "logs" / "a.log").is_file()
     recorded = json.loads((tmp_path / "logs" / "durations.json").read_text())
     assert sorted(recorded) == ["a", "b", "c", "d"] and all(v >= 1.0 for v in recorded.values())
@@ -124,14 +133,38 @@ def test_time_left_runs_the_estimates_over_the_lanes() -> None:
     """Each job at its own earlier time, else its row's at another seed, else the mean; a
     running job for what is left of its estimate; pending jobs on the first free lane."""
     known = {"rgb seed 0": 100.0, "student seed 0": 300.0, "teacher seed 0": 200.0}
+    estimate = job_estimates(known, {})
     # the last job alone: its estimate minus what it has run, not the mean over two lanes
-    assert seconds_left({"student seed 0": 50.0}, [], known, 2) == 250.0
+    assert seconds_left({"student seed 0": 50.0}, [], estimate, 2) == 250.0
     # seeds 1 of each row at their seed 0's time: lanes [0 + 100 + 200, 0 + 300]
     pending = ["rgb seed 1", "student seed 1", "teacher seed 1"]
-    assert seconds_left({}, pending, known, 2) == 300.0
+    assert seconds_left({}, pending, estimate, 2) == 300.0
     # an unknown row at the mean (200), after the running student's 300 - 100 left
-    assert seconds_left({"student seed 0": 100.0}, ["new seed 0"], known, 1) == 400.0
-    assert seconds_left({"a": 1.0}, ["b"], {}, 2) is None
+    assert seconds_left({"student seed 0": 100.0}, ["new seed 0"], estimate, 1) == 400.0
+
+
+def test_published_times_estimate_what_this_run_has_not_timed_yet() -> None:
+    """The published run's times, scaled by how much slower this machine ran the jobs both
+    ran; the job's own time first; a row neither knows at the mean of this run's times."""
+    published = {"teacher seed 0": 100.0, "student seed 0": 300.0, "student seed 1": 330.0}
+    estimate = job_estimates({}, published)
+    assert estimate("student seed 0") == 300.0 and estimate("student seed 2") == 300.0
+    estimate = job_estimates({"teacher seed 0": 150.0}, published)  # 1.5x slower here
+    assert estimate("teacher seed 0") == 150.0 and estimate("teacher seed 4") == 150.0
+    assert estimate("student seed 1") == 495.0 and estimate("student seed 7") == 450.0
+    assert estimate("baseline seed 0") == 150.0
+
+
+def test_with_times_the_jobs_on_the_longest_path_to_the_end_start_first() -> None:
+    """`quick` gates a long job, `slow` a short one: `quick` starts first when the times are
+    known (110 s of work wait on it, 55 s on `slow`); without times the rule cannot tell them
+    apart and keeps the listed order."""
+    jobs = [_Job(name, needs, Path("unused")) for name, needs in
+            (("slow", ()), ("quick", ()), ("long", ("quick",)), ("short", ("slow",)))]  # fmt: skip
+    seconds = {"slow": 50.0, "quick": 10.0, "long": 100.0, "short": 5.0}
+    assert [job.name for job in start_order(jobs)] == ["slow", "quick", "long", "short"]
+    order = [job.name for job in start_order(jobs, seconds.__getitem__)]
+    assert order == ["quick", "long", "slow", "short"]
 
 
 def test_a_failed_job_stops_new_ones_and_names_its_log(tmp_path: Path) -> None:

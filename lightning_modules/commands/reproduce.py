@@ -102,7 +102,14 @@ def main(argv: list[str]) -> int:
         lanes = args.jobs or max(1, (os.cpu_count() or 1) // max(1, args.threads))
         done_before = runner.jobs_done()
         try:
-            runner.run(lanes, max(1, args.threads))
+            # the published run's job times order the jobs and give a first ETA: the same table
+            # on the same benchmark only (a smoke run or your own data take other times)
+            same = runner.synthetic and not args.smoke
+            runner.run(
+                lanes,
+                max(1, args.threads),
+                publish.published_job_seconds(recipe.table) if same else {},
+            )
         finally:  # a failed or interrupted run keeps the record of what it did
             elapsed = time.perf_counter() - started
             command = " ".join(["crossdistill reproduce", *argv])

@@ -27,6 +27,8 @@ from datamodules.sources.integrity import write_json_atomic
 from lightning_modules.reproduce.scheduler import read_durations
 
 REPOSITORY = Path(__file__).resolve().parents[2]
+PUBLISHED = REPOSITORY / "experiments" / "results"
+"""Where tables are published (`reproduce TABLE --publish experiments/results/TABLE`)."""
 
 
 def source_commit(repository: Path = REPOSITORY) -> dict[str, Any]:
@@ -124,6 +126,19 @@ def provenance(out: Path) -> dict[str, Any]:
         "job_seconds": durations,
         "invocations": invocations,
     }
+
+
+def published_job_seconds(table: str, published: Path = PUBLISHED) -> dict[str, float]:
+    """The job times of the table's published run (none when it has none): `reproduce` orders
+    its jobs and tells the time left by them before a run has times of its own."""
+    try:
+        results = json.loads((published / table / "results.json").read_text())
+        seconds = results["provenance"]["job_seconds"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(seconds, dict):
+        return {}
+    return {str(k): float(v) for k, v in seconds.items() if isinstance(v, int | float)}
 
 
 def publish(out: Path, destination: Path) -> list[Path]:

@@ -157,10 +157,13 @@ class TableRunner:
         """How many of the table's jobs have their results (whichever run made them)."""
         return sum(job.done() for job in self.jobs())
 
-    def run(self, lanes: int = 1, threads: int = 1) -> None:
+    def run(
+        self, lanes: int = 1, threads: int = 1, published: dict[str, float] | None = None
+    ) -> None:
         """Every job not yet done, each with `threads` torch threads: in this process, in order,
         with one lane; else on `lanes` worker processes, each job once those it needs are done
-        (`lightning_modules.reproduce.scheduler`). Results do not depend on the lanes."""
+        (`lightning_modules.reproduce.scheduler`; `published`: job times of a published run of
+        the table, for the order and the ETA). Results do not depend on the lanes."""
         import torch
 
         from lightning_modules.reproduce.scheduler import JobFailed, run_in_lanes
@@ -171,7 +174,7 @@ class TableRunner:
         jobs = self.jobs()
         if lanes > 1:
             try:
-                run_in_lanes(self, jobs, lanes, threads)
+                run_in_lanes(self, jobs, lanes, threads, published=published)
             except JobFailed as error:
                 raise ReproduceError(str(error)) from None
             return

@@ -22,7 +22,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -38,15 +38,27 @@ class JobFailed(RuntimeError):
 
 
 def run_in_lanes(
-    runner: Any, jobs: Sequence[Any], lanes: int, threads: int, say: Any = print
+    runner: Any,
+    jobs: Sequence[Any],
+    lanes: int,
+    threads: int,
+    say: Any = print,
+    published: dict[str, float] | None = None,
 ) -> None:
     """Run `jobs` (each with `name`, `needs`, `done()`) of `runner` on `lanes` worker processes,
-    printing a line as each starts and ends, with the count done, the running ones and an ETA."""
-    finished = {job.name for job in jobs if job.done()}
-    pending = [job for job in start_order(jobs) if job.name not in finished]
-    total, began = len(pending), time.perf_counter()
+    printing a line as each starts and ends, with the count done, the running ones and an ETA.
+    `published`: the job times of the table's published run (`publish.published_job_seconds`),
+    which order the jobs and estimate the time left before this run has times of its own."""
     table, logs = runner.recipe.table, Path(runner.out) / "logs"
+    published, known = published or {}, read_durations(logs / "durations.json")
+    estimate = job_estimates(known, published) if known or published else None
+    finished = {job.name for job in jobs if job.done()}
+    pending = [job for job in start_order(jobs, estimate) if job.name not in finished]
+    total, began = len(pending), time.perf_counter()
     logs.mkdir(parents=True, exist_ok=True)
+    if estimate is not None and pending:
+        eta = seconds_left({}, [job.name for job in pending], estimate, lanes)
+        say(f"[{table}] {total} jobs on {lanes} lanes, {_about(eta)}", flush=True)
     running: dict[Future, tuple[Any, float]] = {}
     context = multiprocessing.get_context("spawn")
     lane_pids = context.SimpleQueue()  # each lane puts its pid: Ctrl-C signals these, no other
@@ -54,22 +66,33 @@ def run_in_lanes(
         lanes, context, initializer=_lane, initargs=(threads, lane_pids)
     ) as pool:
         try:
-            _schedule(pool, runner, pending, running, finished, lanes, say)
+            _schedule(pool, runner, pending, running, finished, lanes, say, published)
         except KeyboardInterrupt:
             _stop(pool, running, _reported(lane_pids), table, say)
             raise
     say(f"[{table}] {total} jobs in {time.perf_counter() - began:.0f} s on {lanes} lanes")
 
 
-def start_order(jobs: Sequence[Any]) -> list[Any]:
-    """The order in which ready jobs start: first those other jobs wait on (teachers, features),
-    then those with the longest chain of jobs before them (the students, which end the chains
-    and are the longest rows), else as listed. No job's time is needed: on the demo's graph,
-    simulated on two lanes with its measured run times, this ends at 492 s against a bound of
-    468 s (total work / lanes; the real run: 493 s), where the listed order (each paper's
-    baseline, teachers, student) ends at 565 s, waiting on a segment student started last."""
-    needs = {job.name: set(job.needs) for job in jobs}
-    needed = {name for wanted in needs.values() for name in wanted}
+def start_order(jobs: Sequence[Any], estimate: Callable[[str], float] | None = None) -> list[Any]:
+    """The order in which ready jobs start. With time estimates: the longest time from a job's
+    start to the end of the last job that waits on it first (list scheduling on the critical
+    path). Without (a first run of a table never published): first the jobs others wait on
+    (teachers, features), then those with the longest chain of jobs before them (the students,
+    which end the chains and are the longest rows). The demo on two lanes, simulated with its
+    measured run times: 480 s with estimates, 492 s without, 565 s in listed order (each
+    paper's baseline, teachers, student: a segment student started last); the bound, total work
+    over lanes, is 468 s."""
+    needs = {job.name: {n for n in job.needs if n != job.name} for job in jobs}
+    waiting = {name: [other for other, wanted in needs.items() if name in wanted] for name in needs}
+    if estimate is not None:
+        tail: dict[str, float] = {}
+
+        def to_end(name: str) -> float:  # seconds from its start to the end of its last waiter
+            if name not in tail:
+                tail[name] = estimate(name) + max(map(to_end, waiting[name]), default=0.0)
+            return tail[name]
+
+        return sorted(jobs, key=lambda job: -to_end(job.name))
     depth: dict[str, int] = {}
 
     def chain(name: str) -> int:  # jobs in the longest chain ending at `name`
@@ -77,7 +100,36 @@ def start_order(jobs: Sequence[Any]) -> list[Any]:
             depth[name] = 1 + max((chain(n) for n in needs[name] if n in needs), default=0)
         return depth[name]
 
-    return sorted(jobs, key=lambda job: (job.name not in needed, -chain(job.name)))
+    return sorted(jobs, key=lambda job: (not waiting[job.name], -chain(job.name)))
+
+
+def job_estimates(known: dict[str, float], published: dict[str, float]) -> Callable[[str], float]:
+    """Seconds a job is expected to take: its own time in an earlier run of this output folder,
+    else its row's at another seed, else its (or its row's) time in the published run scaled by
+    how much slower this machine was on the jobs both ran, else the mean of the times known
+    (at least one time, in `known` or `published`)."""
+    shared = [name for name in known if name in published]
+    speed = sum(known[n] for n in shared) / sum(published[n] for n in shared) if shared else 1.0
+    times = known or {name: seconds * speed for name, seconds in published.items()}
+    mean = sum(times.values()) / len(times)
+    own_rows, published_rows = _by_row(known), _by_row(published)
+
+    def estimate(name: str) -> float:
+        row = _row(name)
+        if name in known or row in own_rows:
+            return known.get(name, own_rows.get(row, mean))
+        if name in published or row in published_rows:
+            return speed * published.get(name, published_rows.get(row, 0.0))
+        return mean
+
+    return estimate
+
+
+def _by_row(times: dict[str, float]) -> dict[str, float]:
+    rows: dict[str, float] = {}
+    for name, seconds in times.items():
+        rows.setdefault(_row(name), seconds)
+    return rows
 
 
 def _schedule(
@@ -88,6 +140,7 @@ def _schedule(
     finished: set[str],
     lanes: int,
     say: Any,
+    published: dict[str, float],
 ) -> None:
     """Submit each pending job once its needs are finished, until every job has run; `running`
     is shared with the caller, which stops those jobs on Ctrl-C."""
@@ -114,13 +167,18 @@ def _schedule(
             left = len(pending) + len(running)
             clock = time.perf_counter()
             elapsed = {j.name: clock - began_at for j, began_at in running.values()}
-            eta = seconds_left(elapsed, [j.name for j in pending], durations, lanes)
+            estimate = job_estimates(durations, published)
+            eta = seconds_left(elapsed, [j.name for j in pending], estimate, lanes)
             say(
                 f"[{table}] {job.name}: {durations[job.name]:.0f} s; done "
                 f"{total - left}/{total}, running {list(elapsed)}"
-                + (f", about {eta / 60:.0f} min left" if left and eta is not None else ""),
+                + (f", {_about(eta)} left" if left else ""),
                 flush=True,
             )
+
+
+def _about(seconds: float) -> str:
+    return f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
 
 
 def _log(logs: Path, job: Any) -> Path:
@@ -133,22 +191,11 @@ def _failure(job: Any, error: BaseException | None, log: Path) -> str:
 
 
 def seconds_left(
-    running: dict[str, float], pending: Sequence[str], known: dict[str, float], lanes: int
-) -> float | None:
-    """A rough time left: until the last job ends if each takes its estimate (its own time in an
-    earlier run, else its row's at another seed, else the mean of the times known), running jobs
+    running: dict[str, float], pending: Sequence[str], estimate: Callable[[str], float], lanes: int
+) -> float:
+    """A rough time left: until the last job ends if each takes its `estimate`, running jobs
     (name -> seconds so far) finishing first and the pending ones taken in order by the first
-    free lane. None when no time is known yet."""
-    if not known:
-        return None
-    mean = sum(known.values()) / len(known)
-    by_row: dict[str, float] = {}
-    for name, seconds in known.items():
-        by_row.setdefault(_row(name), seconds)
-
-    def estimate(name: str) -> float:
-        return known.get(name, by_row.get(_row(name), mean))
-
+    free lane."""
     free = sorted(max(estimate(name) - spent, 0.0) for name, spent in running.items())
     free += [0.0] * max(lanes - len(free), 0)
     for name in pending:
