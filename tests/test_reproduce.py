@@ -145,6 +145,20 @@ def test_rows_keeps_the_named_rows_with_their_teachers_and_feature_sources() -> 
         load_recipe("demo").only(["nope"])
 
 
+def test_rows_on_frames_pull_in_no_feature_preparation() -> None:
+    """The demo's dense rows and `dai21_dense`'s frame rows train on the frames: no clip row
+    trained to extract features from, no extraction, no pretraining pool."""
+    demo = load_recipe("demo").only(["dense_student"])
+    assert [row.name for row in demo.rows] == ["dense_flow", "dense_pose", "dense_student"]
+    jobs = [job.name for job in TableRunner(demo, Path("unused")).jobs()]
+    assert jobs == ["synthetic benchmark", "dense_flow seed 0", "dense_pose seed 0",
+                    "dense_student seed 0"]  # fmt: skip
+    frames = load_recipe("dai21_dense").only(["dai_frames"])
+    jobs = [job.name for job in TableRunner(frames, Path("unused")).jobs()]
+    assert jobs == ["synthetic benchmark", "flow_frames seed 0", "pose_frames seed 0",
+                    "dai_frames seed 0", "dai_frames seed 1", "dai_frames seed 2"]  # fmt: skip
+
+
 def test_an_install_without_the_configs_says_where_they_are(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -124,21 +124,33 @@ class Recipe:
                 )
         return replace(self, rows=kept)
 
+    def reads_prepared(self, row: Row) -> bool:
+        """Whether a row trains on the table's data config, which the preparation makes (the
+        features); a row on a data config of its own (the frames) does not."""
+        return set(self.data) <= set(row.data or self.data)
+
     def only(self, names: list[str]) -> Recipe:
-        """The rows named (in the table's order) and those they need: their teachers, and the
-        rows the preparation extracts features from."""
+        """The rows named (in the table's order) and those they need: their teachers, and, when
+        one of them reads the prepared features, the rows the preparation extracts from."""
         known = [row.name for row in self.rows]
         unknown = sorted(set(names) - set(known))
         if unknown:
             raise RecipeError(f"table {self.table} has no rows {unknown}; its rows: {known}")
-        needed = set(names) | {s.extract for s in self.prepare if s.extract in known}
-        pending = list(needed)
+        needed = self._with_teachers(set(names))
+        if any(self.reads_prepared(self.row(name)) for name in needed):
+            needed = self._with_teachers(
+                needed | {s.extract for s in self.prepare if s.extract in known}
+            )
+        return replace(self, rows=tuple(row for row in self.rows if row.name in needed))
+
+    def _with_teachers(self, names: set[str]) -> set[str]:
+        needed, pending = set(names), list(names)
         while pending:
             for teacher in self.row(pending.pop()).teachers.values():
                 if teacher not in needed:
                     needed.add(teacher)
                     pending.append(teacher)
-        return replace(self, rows=tuple(row for row in self.rows if row.name in needed))
+        return needed
 
     def ordered_rows(self) -> list[Row]:
         """Rows with every teacher before the rows that distill from it."""

@@ -97,10 +97,11 @@ class TableRunner:
 
     # ----------------------------------------------------------------- plan
     def jobs(self) -> list[Job]:
-        """Benchmark, preparation steps (with the rows they extract features from), then rows;
-        every row after its teachers. Each job names the jobs it needs: a row its teachers'
-        first seeds, the benchmark, and the preparation when it reads the table's prepared data
-        (the features); a preparation step the pool it fits on or the job it extracts from."""
+        """Benchmark, preparation steps (with the rows they extract features from) when a row
+        reads what they prepare, then rows; every row after its teachers. Each job names the
+        jobs it needs: a row its teachers' first seeds, the benchmark, and the preparation when
+        it reads the table's prepared data (the features); a preparation step the pool it fits
+        on or the job it extracts from."""
         jobs: list[Job] = []
         scheduled: set[str] = set()
         base = ("synthetic benchmark",) if self.synthetic else ()
@@ -112,7 +113,7 @@ class TableRunner:
             if row.name not in scheduled:
                 scheduled.add(row.name)
                 teachers = tuple(f"{t} seed 0" for t in row.teachers.values())
-                reads = prepared if self._reads_prepared(row) else ()
+                reads = prepared if self.recipe.reads_prepared(row) else ()
                 jobs.extend(
                     self._row_job(row, seed, (*needs, *reads, *teachers))
                     for seed in range(self.seeds(row))
@@ -123,11 +124,13 @@ class TableRunner:
                 _benchmark_job("synthetic benchmark", self.benchmark, self.recipe.synthetic)
             )
             pool = base
-            if self.recipe.pretraining:
+            # the preparation (and the pool its backbones train on) only for rows that read it
+            preparing = any(self.recipe.reads_prepared(row) for row in self.recipe.rows)
+            if self.recipe.pretraining and preparing:
                 jobs.append(_benchmark_job("pretraining pool", self.pool, self.recipe.pretraining))
                 pool = ("pretraining pool",)
             rows = {row.name for row in self.recipe.rows}
-            for step in self.recipe.prepare:
+            for step in self.recipe.prepare if preparing else ():
                 if step.extract in rows:
                     schedule(self.recipe.row(step.extract), base)
                 source = f"{step.extract} seed 0" if step.extract in rows else step.extract
@@ -137,10 +140,6 @@ class TableRunner:
         for row in self.recipe.rows:  # the table's order, teachers pulled forward
             schedule(row, base)
         return jobs
-
-    def _reads_prepared(self, row: Row) -> bool:
-        """Whether a row trains on the table's data config, which the preparation makes."""
-        return set(self.recipe.data) <= set(row.data or self.recipe.data)
 
     def _row_job(self, row: Row, seed: int, needs: tuple[str, ...]) -> Job:
         return Job(

@@ -82,7 +82,7 @@ def start_order(jobs: Sequence[Any], estimate: Callable[[str], float] | None = N
     measured run times: 480 s with estimates, 492 s without, 565 s in listed order (each
     paper's baseline, teachers, student: a segment student started last); the bound, total work
     over lanes, is 468 s."""
-    needs = {job.name: {n for n in job.needs if n != job.name} for job in jobs}
+    needs = {job.name: set(job.needs) for job in jobs}
     waiting = {name: [other for other, wanted in needs.items() if name in wanted] for name in needs}
     if estimate is not None:
         tail: dict[str, float] = {}
