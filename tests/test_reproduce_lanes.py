@@ -205,15 +205,16 @@ def test_ctrl_c_stops_the_running_jobs_and_starts_no_more(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_two_lanes_give_the_results_of_one(tmp_path: Path) -> None:
-    """The demo's dense RGB row (with the clip rows and extractions it pulls in) in smoke mode:
-    every result file equal, one lane (this process) against two (worker processes)."""
+    """The demo's dense student with its two teachers (side by side on two lanes) in smoke
+    mode: every result file equal, one lane (this process) against two (worker processes)."""
     from lightning_modules.commands.reproduce import main
 
     outs = {lanes: tmp_path / f"lanes{lanes}" for lanes in (1, 2)}
     for lanes, out in outs.items():
-        argv = ["demo", "--smoke", "--rows", "dense_rgb", "--out", str(out), "--jobs", str(lanes)]
+        argv = ["demo", "--smoke", "--rows", "dense_student", "--out", str(out)]
+        argv += ["--jobs", str(lanes)]
         assert main(argv) == 0
     one, two = ({p.relative_to(o): json.loads(p.read_text())["metrics"]
                  for p in (o / "results").rglob("seed*.json")} for o in outs.values())  # fmt: skip
-    assert one == two and len(one) == 3  # clip_rgb, clip_flow, dense_rgb
-    assert (outs[2] / "logs" / "dense_rgb-seed-0.log").is_file()
+    assert one == two and len(one) == 3  # dense_flow, dense_pose, dense_student
+    assert (outs[2] / "logs" / "dense_student-seed-0.log").is_file()
