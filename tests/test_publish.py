@@ -75,7 +75,7 @@ def test_invocations_that_ran_jobs_add_up_to_the_wall_time(tmp_path: Path) -> No
     line = markdown(table).splitlines()[-1]
     assert line.startswith(f"Made by commit {run['commit'][:7]}")
     assert "with uncommitted changes to README.md on " in line
-    assert "3 min wall time in 2 invocation(s), 1 lane(s) of 1 thread(s)" in line
+    assert "3.1 min wall time in 2 invocation(s), 1 lane(s) of 1 thread(s)" in line
 
 
 def test_source_commit_names_the_tracked_files_that_differ(tmp_path: Path) -> None:

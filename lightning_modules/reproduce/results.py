@@ -125,11 +125,12 @@ def made_by(provenance: dict) -> str:
         f", {machine['gpu']}" if machine.get("gpu") else ""
     )
     minutes = provenance.get("wall_seconds", 0.0) / 60
+    shown_minutes = f"{minutes:.1f}" if minutes < 10 else f"{minutes:.0f}"  # 7.5, not 8; 92
     return (
         f"Made by commit {', '.join(commits) or 'unknown'}"
         + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
         + (" with uncommitted changes" if unnamed and not changed else "")
-        + f" on {where} (torch {machine['torch']}): {minutes:.0f} min wall time in"
+        + f" on {where} (torch {machine['torch']}): {shown_minutes} min wall time in"
         f" {len(runs)} invocation(s), {runs[-1]['lanes']} lane(s) of"
         f" {runs[-1]['threads']} thread(s)."
     )
