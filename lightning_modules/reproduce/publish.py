@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.sources.integrity import write_json_atomic
-from lightning_modules.reproduce.scheduler import read_durations
+from lightning_modules.reproduce.scheduler import job_seconds, read_durations
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PUBLISHED = REPOSITORY / "experiments" / "results"
@@ -133,12 +133,9 @@ def published_job_seconds(table: str, published: Path = PUBLISHED) -> dict[str, 
     its jobs and tells the time left by them before a run has times of its own."""
     try:
         results = json.loads((published / table / "results.json").read_text())
-        seconds = results["provenance"]["job_seconds"]
+        return job_seconds(results["provenance"]["job_seconds"])
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    if not isinstance(seconds, dict):
-        return {}
-    return {str(k): float(v) for k, v in seconds.items() if isinstance(v, int | float)}
 
 
 def publish(out: Path, destination: Path) -> list[Path]:

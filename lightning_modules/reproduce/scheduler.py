@@ -66,7 +66,7 @@ def run_in_lanes(
         lanes, context, initializer=_lane, initargs=(threads, lane_pids)
     ) as pool:
         try:
-            _schedule(pool, runner, pending, running, finished, lanes, say, published)
+            _schedule(pool, runner, pending, running, finished, known, lanes, say, published)
         except KeyboardInterrupt:
             _stop(pool, running, _reported(lane_pids), table, say)
             raise
@@ -138,15 +138,16 @@ def _schedule(
     pending: list[Any],
     running: dict[Future, tuple[Any, float]],
     finished: set[str],
+    durations: dict[str, float],
     lanes: int,
     say: Any,
     published: dict[str, float],
 ) -> None:
     """Submit each pending job once its needs are finished, until every job has run; `running`
-    is shared with the caller, which stops those jobs on Ctrl-C."""
+    is shared with the caller, which stops those jobs on Ctrl-C; `durations` (those of
+    `OUT/logs/durations.json`) gets each finished job's time and is written back."""
     table, logs = runner.recipe.table, Path(runner.out) / "logs"
     record, total = logs / "durations.json", len(pending)
-    durations = read_durations(record)
     while pending or running:
         for job in [j for j in pending if set(j.needs) <= finished][: lanes - len(running)]:
             pending.remove(job)
@@ -212,9 +213,14 @@ def _row(job: str) -> str:
 def read_durations(path: Path) -> dict[str, float]:
     """The job times of earlier runs (none when the file is missing or unreadable)."""
     try:
-        data = json.loads(path.read_text())
+        return job_seconds(json.loads(path.read_text()))
     except (OSError, ValueError):
         return {}
+
+
+def job_seconds(data: object) -> dict[str, float]:
+    """Job name -> seconds from a JSON mapping (`durations.json`, or a published table's
+    `provenance.job_seconds`); entries that are not numbers are left out."""
     if not isinstance(data, dict):
         return {}
     return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float)}
